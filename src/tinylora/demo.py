@@ -1,0 +1,28 @@
+"""A demo adapter on a tiny random base model, so the file format can be seen offline in seconds.
+
+The values are drawn from a seed, not trained: this shows the format, not a skill.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import seeding
+from .adapter_file import save
+from .config import TinyLoRAConfig
+from .model import attach, get_root
+from .synthetic import tiny_model
+
+
+def write_demo(out: str | Path) -> tuple[Path, Path]:
+    out = Path(out)
+    model = tiny_model("qwen2", seed=0)
+    base_dir = out / "base"
+    model.save_pretrained(base_dir)
+    attach(model, TinyLoRAConfig(r=2, u=13, tying="all", seed=0))
+    with torch.no_grad():
+        get_root(model).v[0].copy_(0.1 * seeding.normal((13,), 2026))
+    adapter = save(model, out / "skill.safetensors", dtype="bf16")
+    return base_dir, adapter

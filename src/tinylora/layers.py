@@ -1,0 +1,180 @@
+"""The ΔW of one adapted module, for each parameterization, and the wrapper that adds it.
+
+Every update is written in ``nn.Linear``'s convention, ΔW of shape (out, in), whatever the base
+layer stores (GPT-2's ``Conv1D`` keeps its weight as (in, out); the wrapper transposes on merge).
+The unmerged forward adds x ΔWᵀ through the low-rank factors, never through a dense ΔW:
+
+    SVD-based (LoRA-XS, TinyLoRA):   h = x V  (N×r) → h (ΣR)ᵀ (r×r) → y += h Uᵀ  (one fused addmm)
+    LoRA:                            h = x Aᵀ (N×r) → y += (α/r) h Bᵀ
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _add_lowrank(y: torch.Tensor, h: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """y + h Bᵀ with the add fused into the GEMM (no separate pass over y)."""
+    out = torch.addmm(y.reshape(-1, y.shape[-1]), h.reshape(-1, h.shape[-1]), B.T)
+    return out.view(y.shape)
+
+
+class Delta(nn.Module):
+    """ΔW of one module. Subclasses hold the trainable tensors (or reference shared ones)."""
+
+    def delta_weight(self) -> torch.Tensor:
+        """Dense ΔW, float32, shape (out, in): the reference the fast path must agree with."""
+        raise NotImplementedError
+
+    def add_to(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """y + x ΔWᵀ, computed cheaply; x (…, in), y (…, out)."""
+        raise NotImplementedError
+
+
+class FullDelta(Delta):
+    def __init__(self, out_features: int, in_features: int):
+        super().__init__()
+        self.delta = nn.Parameter(torch.zeros(out_features, in_features))
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.delta.float()
+
+    def add_to(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return y + F.linear(x, self.delta.to(x.dtype))
+
+
+class LoRADelta(Delta):
+    """ΔW = (alpha / r) · B A; A Kaiming-uniform (as in PEFT), B = 0, so ΔW = 0 at init."""
+
+    def __init__(self, out_features: int, in_features: int, r: int, alpha: float, generator: torch.Generator):
+        super().__init__()
+        self.scale = alpha / r
+        A = torch.empty(r, in_features)
+        bound = 1.0 / math.sqrt(in_features)  # kaiming_uniform_(a=√5) on (r, in)
+        A.uniform_(-bound, bound, generator=generator)
+        self.A = nn.Parameter(A)
+        self.B = nn.Parameter(torch.zeros(out_features, r))
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.scale * (self.B.float() @ self.A.float())
+
+    def add_to(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = F.linear(x, self.A.to(x.dtype))
+        return _add_lowrank(y, h, (self.scale * self.B).to(x.dtype))
+
+
+class SVDDelta(Delta):
+    """ΔW = U Σ R Vᵀ on the frozen rank-r SVD of W; subclasses say what R is."""
+
+    def __init__(self, U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor):
+        super().__init__()
+        # Frozen, recomputed from the base weight at attach: never saved (persistent=False).
+        self.register_buffer("U", U, persistent=False)  # (out, r)
+        self.register_buffer("S", S, persistent=False)  # (r,)
+        self.register_buffer("Vh", Vh, persistent=False)  # (r, in)
+
+    def R(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.U * self.S) @ self.R().float() @ self.Vh
+
+    def add_to(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        dt = x.dtype
+        h = F.linear(x, self.Vh.to(dt))  # (…, r) = x V
+        h = F.linear(h, (self.S[:, None] * self.R()).to(dt))  # h (ΣR)ᵀ = x V Rᵀ Σ
+        return _add_lowrank(y, h, self.U.to(dt))  # y + x V Rᵀ Σ Uᵀ = y + x ΔWᵀ
+
+
+class LoRAXSDelta(SVDDelta):
+    def __init__(self, U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor):
+        super().__init__(U, S, Vh)
+        r = S.shape[0]
+        self.weight = nn.Parameter(torch.zeros(r, r))
+
+    def R(self) -> torch.Tensor:
+        return self.weight
+
+
+class TinyLoRADelta(SVDDelta):
+    """R = (alpha / √u) Σᵢ vᵢ Pᵢ with this module's fixed P and its group's shared v."""
+
+    def __init__(self, U, S, Vh, P: torch.Tensor, alpha: float, shared_v: nn.ParameterList, group: int):
+        super().__init__(U, S, Vh)
+        self.register_buffer("P", P, persistent=False)  # (u, r, r), regenerated from the seed
+        self.scale = alpha / math.sqrt(P.shape[0])
+        self.group = group
+        # The ParameterList lives on the model's adapter root; keep a plain reference so the
+        # shared vector is registered (and saved, and optimised) exactly once.
+        object.__setattr__(self, "_shared_v", shared_v)
+
+    @property
+    def v(self) -> nn.Parameter:
+        return self._shared_v[self.group]
+
+    def R(self) -> torch.Tensor:
+        v = self.v
+        u, r, _ = self.P.shape
+        return self.scale * (v.float() @ self.P.reshape(u, r * r)).reshape(r, r)
+
+
+class AdaptedLinear(nn.Module):
+    """A frozen ``nn.Linear`` / ``Conv1D`` plus a :class:`Delta`.
+
+    ``merge`` swaps in a new weight tensor W + ΔW and keeps the original tensor; ``unmerge`` puts
+    the original back, so the base weights are restored bit for bit in every dtype after any
+    number of cycles (subtracting ΔW again, as PEFT/TRL do, drifts in bf16). The price is one
+    extra copy of the adapted weights while merged.
+    """
+
+    def __init__(self, base_layer: nn.Module, delta: Delta, fan_in_fan_out: bool):
+        super().__init__()
+        self.base_layer = base_layer
+        self.delta = delta
+        self.fan_in_fan_out = fan_in_fan_out
+        self.merged = False
+        self.disabled = False
+        self._original: torch.Tensor | None = None
+
+    @property
+    def weight(self) -> torch.Tensor:  # HF code reads .weight (dtype/device checks, tying)
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
+    def base_weight_linear(self) -> torch.Tensor:
+        """The base weight as (out, in), whatever the layer's storage layout."""
+        W = self.base_layer.weight
+        return W.T if self.fan_in_fan_out else W
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base_layer(x)
+        if self.merged or self.disabled:
+            return y
+        return self.delta.add_to(x, y)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if self.merged:
+            return
+        W = self.base_layer.weight
+        dW = self.delta.delta_weight().to(W.device)
+        if self.fan_in_fan_out:
+            dW = dW.T
+        self._original = W.data
+        W.data = (W.data.float() + dW).to(W.dtype)
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if not self.merged:
+            return
+        self.base_layer.weight.data = self._original
+        self._original = None
+        self.merged = False
