@@ -55,7 +55,7 @@ def _write_peft(out_dir: Path, config: dict, tensors: dict[str, torch.Tensor]) -
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: t.detach().float().cpu().contiguous() for k, t in tensors.items()},
+    save_file({k: t.detach().float().cpu().clone() for k, t in tensors.items()},  # clone: tied v share memory
               str(out_dir / "adapter_model.safetensors"))
     (out_dir / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     return out_dir

@@ -1,0 +1,24 @@
+import pytest
+import torch
+
+from tinylora.synthetic import tiny_model
+
+ARCHS = ["qwen2", "llama", "gpt2"]
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+def make_model(arch="qwen2", dtype=torch.float32, seed=0, **kw):
+    return tiny_model(arch, seed=seed, dtype=dtype, **kw)
+
+
+def tokens(batch=2, length=9, vocab=128, seed=0):
+    return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def logits(model, x):
+    with torch.no_grad():
+        return model(x).logits.float()
