@@ -18,9 +18,16 @@ from torch import nn
 
 
 def _add_lowrank(y: torch.Tensor, h: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """y + h Bᵀ with the add fused into the GEMM (no separate pass over y)."""
-    out = torch.addmm(y.reshape(-1, y.shape[-1]), h.reshape(-1, h.shape[-1]), B.T)
-    return out.view(y.shape)
+    """y + h Bᵀ, accumulated into y in place by one GEMM.
+
+    In place matters: an out-of-place result allocates a fresh activation-sized buffer per module
+    (page faults on every call), which measured 7× slower than the GEMM itself on CPU. It is safe
+    for autograd because ``nn.Linear``/``Conv1D`` do not save their output for backward.
+    """
+    if not y.is_contiguous():
+        return y + (h @ B.T)
+    y.view(-1, y.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), B.T)
+    return y
 
 
 class Delta(nn.Module):
@@ -44,7 +51,7 @@ class FullDelta(Delta):
         return self.delta.float()
 
     def add_to(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return y + F.linear(x, self.delta.to(x.dtype))
+        return _add_lowrank(y, x, self.delta.to(x.dtype))
 
 
 class LoRADelta(Delta):
