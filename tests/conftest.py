@@ -22,3 +22,17 @@ def tokens(batch=2, length=9, vocab=128, seed=0):
 def logits(model, x):
     with torch.no_grad():
         return model(x).logits.float()
+
+
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+# The real benchmark files live beside the checkout (../shared/data), never inside it.
+SHARED_DATA = Path(os.environ.get("TINYLORA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"benchmark data not found at {SHARED_DATA}; set TINYLORA_SHARED_DATA")
+    return SHARED_DATA

@@ -60,6 +60,47 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_kv(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--task-arg expects key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import tasks
+    from .adapter_file import load
+    from .evaluation import evaluate
+    from .loading import load_model, load_tokenizer
+
+    torch.manual_seed(args.seed)
+    task_kwargs = _parse_kv(args.task_arg)
+    if args.data_dir:
+        task_kwargs["data_dir"] = args.data_dir
+    task = tasks.get(args.task, **task_kwargs)
+    model = load_model(args.model, dtype=args.dtype, device=args.device)
+    tokenizer = load_tokenizer(args.model)
+    if args.adapter:
+        load(model, args.adapter)
+    summary = evaluate(model, tokenizer, task, split=args.split, limit=args.limit, samples=args.samples,
+                       temperature=args.temperature, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                       seed=args.seed, out_dir=args.out, model_name=args.model, adapter=args.adapter)
+    lo, hi = summary["ci95"]
+    print(f"{task.name} {args.split}: accuracy {summary['accuracy']:.4f} (95% CI {lo:.4f}–{hi:.4f}) "
+          f"on {summary['n']} examples" + (f"; pass@k {summary['pass@k']}" if "pass@k" in summary else ""))
+    if args.out:
+        print(f"per-example results and summary in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tinylora",
@@ -84,6 +125,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="dtype to load the base in")
     s.set_defaults(func=_cmd_export)
 
+    from . import tasks
+
+    s = sub.add_parser("eval", help="evaluate a model (optionally with an adapter) on a task",
+                       description="Batched generation, scored by the task's own checker; greedy pass@1 by default, "
+                                   "sampled pass@k with --samples K --temperature T. Resumable with --out.")
+    s.add_argument("--model", required=True, help="Hugging Face id, local folder, or 'toy' (the shipped backbone)")
+    s.add_argument("--task", required=True, help=f"one of {tasks.names()}")
+    s.add_argument("--adapter", help="adapter .safetensors file to load into the model")
+    s.add_argument("--split", default="test")
+    s.add_argument("--limit", type=int, help="first N examples only")
+    s.add_argument("--samples", type=int, default=1, help="completions per prompt (pass@k); >1 needs --temperature")
+    s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--max-new-tokens", type=int, default=256)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="folder for examples.jsonl and summary.json; re-running resumes")
+    s.add_argument("--data-dir", help="local data: DIR/<split>.jsonl or DIR/<task>/<split>.jsonl (no hub needed)")
+    s.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="task option, e.g. mode=strict (gsm8k), path=FILE reward=numeric (jsonl)")
+    s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=_cmd_eval)
+
     s = sub.add_parser("demo", help="write a tiny random base model and a 13-parameter adapter for it (offline)")
     s.add_argument("--out", default="demo", help="output folder (default: ./demo)")
     s.set_defaults(func=_cmd_demo)
@@ -96,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (AdapterError, ValueError, FileNotFoundError) as e:
+    except (AdapterError, ValueError, FileNotFoundError) as e:  # TaskDataError is a ValueError
         print(f"tinylora {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,51 @@
+"""Tasks: data, prompts, answer checking and rewards, by name.
+
+    task = tinylora.tasks.get("gsm8k", data_dir="../shared/data/gsm8k")
+    examples = task.load("test")
+    task.score(completion, examples[0].answer)   # 1.0 or 0.0; the reward and the eval both use this
+"""
+
+from __future__ import annotations
+
+from .base import Example, Task, TaskDataError, read_jsonl
+from .gsm8k import GSM8K
+from .jsonl import JSONLTask
+from .math import AIME24, AMC23, MATH500
+
+_REGISTRY: dict[str, type[Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    """Make a Task class available to ``get`` (and the CLI) under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+for _cls in (GSM8K, MATH500, AIME24, AMC23, JSONLTask):
+    register(_cls)
+
+
+def names() -> list[str]:
+    _load_builtin_extras()
+    return sorted(_REGISTRY)
+
+
+def get(name: str, **kwargs) -> Task:
+    _load_builtin_extras()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown task {name!r}; known tasks: {sorted(_REGISTRY)}")
+    return _REGISTRY[name](**kwargs)
+
+
+def _load_builtin_extras() -> None:
+    """Tasks living elsewhere in the package (the toy world's ``arith``) register on first use."""
+    try:
+        from ..toy import task as _toy_task  # noqa: F401
+    except ImportError:
+        pass
+
+
+__all__ = ["AIME24", "AMC23", "Example", "GSM8K", "JSONLTask", "MATH500", "Task", "TaskDataError", "get", "names",
+           "read_jsonl", "register"]

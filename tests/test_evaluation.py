@@ -1,0 +1,80 @@
+import json
+import math
+
+import pytest
+import torch
+
+from tinylora import tasks
+from tinylora.cli import main
+from tinylora.evaluation import pass_at_k, wilson_interval
+from tinylora.toy.tokenizer import char_tokenizer
+from conftest import make_model
+
+
+def test_pass_at_k_and_interval_by_hand():
+    assert pass_at_k(4, 0, 1) == 0 and pass_at_k(4, 4, 2) == 1
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - math.comb(3, 2) / math.comb(4, 2))  # 0.5
+    assert pass_at_k(5, 2, 3) == pytest.approx(1 - math.comb(3, 3) / math.comb(5, 3))  # 0.9
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0 and 0.25 < hi < 0.32  # 0.2775
+    lo, hi = wilson_interval(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-3) and hi == pytest.approx(0.7634, abs=1e-3)
+
+
+@pytest.fixture
+def tiny_dir(tmp_path):
+    tok = char_tokenizer()
+    model = make_model("qwen2", vocab_size=len(tok), max_position_embeddings=2048)
+    model.config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    return tmp_path / "m"
+
+
+def test_eval_cli_end_to_end_and_resume(tiny_dir, tmp_path, shared_data, capsys):
+    out = tmp_path / "eval"
+    args = ["eval", "--model", str(tiny_dir), "--task", "gsm8k", "--data-dir", str(shared_data / "gsm8k"),
+            "--limit", "5", "--batch-size", "2", "--max-new-tokens", "12", "--out", str(out)]
+    assert main(args) == 0
+    lines = (out / "examples.jsonl").read_text().splitlines()
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(lines) == 5 and summary["n"] == 5 and summary["resumed"] == 0
+    assert summary["task"]["name"] == "gsm8k" and "torch" in summary["versions"]
+    rec = json.loads(lines[0])
+    assert set(rec) == {"id", "prompt", "completions", "extracted", "reference", "scores"}
+    # the scores are the task's own judgement of the stored completions (reward path ≡ eval path)
+    task = tasks.get("gsm8k")
+    for line in lines:
+        r = json.loads(line)
+        assert r["scores"] == [task.score(c, r["reference"]) for c in r["completions"]]
+
+    # resume: a killed run left 3 of 5; re-running redoes only the 2 missing, same results
+    (out / "examples.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])  # last line cut mid-write
+    assert main(args) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["resumed"] == 3 and again["n"] == 5
+    assert again["accuracy"] == summary["accuracy"]
+    ids = [json.loads(x)["id"] for x in (out / "examples.jsonl").read_text().splitlines()]  # all lines parse
+    assert sorted(ids) == sorted(json.loads(x)["id"] for x in lines)
+
+    # another configuration in the same folder is refused, nothing overwritten
+    assert main(args[:-2] + ["--out", str(out), "--max-new-tokens", "5"]) == 2
+    assert "another configuration" in capsys.readouterr().err
+
+
+def test_sampled_pass_at_k(tiny_dir, tmp_path):
+    from tinylora.evaluation import evaluate
+    from tinylora.loading import load_model, load_tokenizer
+
+    f = tmp_path / "t.jsonl"
+    f.write_text("".join(json.dumps({"prompt": f"say {c}", "answer": c}) + "\n" for c in "abc"))
+    task = tasks.get("jsonl", path=str(f), reward="regex:([a-z])")
+    torch.manual_seed(0)
+    s = evaluate(load_model(str(tiny_dir)), load_tokenizer(str(tiny_dir)), task, samples=4, temperature=1.0,
+                 max_new_tokens=3, progress=False)
+    assert s["n"] == 3 and set(s["pass@k"]) == {"1", "2", "4"}
+    assert s["pass@k"]["1"] <= s["pass@k"]["2"] <= s["pass@k"]["4"]
+    assert s["pass@k"]["1"] == pytest.approx(s["accuracy"])
+    with pytest.raises(ValueError, match="temperature > 0"):
+        evaluate(load_model(str(tiny_dir)), load_tokenizer(str(tiny_dir)), task, samples=2, progress=False)
