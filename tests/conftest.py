@@ -8,7 +8,9 @@ ARCHS = ["qwen2", "llama", "gpt2"]
 
 @pytest.fixture(autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    import os
+
+    torch.set_num_threads(int(os.environ.get("TINYLORA_TEST_THREADS", "2")))
 
 
 def make_model(arch="qwen2", dtype=torch.float32, seed=0, **kw):

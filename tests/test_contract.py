@@ -247,3 +247,13 @@ def test_gradients_match_dense_reference(method, arch):
     for a, b in zip(fast, ref):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
     assert torch.allclose(fast_x, x.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_tied_output_layer_is_refused():
+    m = make_model("qwen2")  # tie_word_embeddings=True: lm_head.weight is the embedding matrix
+    with pytest.raises(ValueError, match="tied to"):
+        tinylora.attach(m, tinylora.TinyLoRAConfig(target_modules=["lm_head"]))
+    assert not hasattr(m, "tinylora")
+    untied = make_model("qwen2", tie_word_embeddings=False)
+    tinylora.attach(untied, tinylora.TinyLoRAConfig(target_modules=["lm_head"]))
+    assert list(tinylora.adapted_modules(untied)) == ["lm_head"]

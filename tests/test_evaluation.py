@@ -43,11 +43,14 @@ def test_eval_cli_end_to_end_and_resume(tiny_dir, tmp_path, shared_data, capsys)
     assert summary["task"]["name"] == "gsm8k" and "torch" in summary["versions"]
     rec = json.loads(lines[0])
     assert set(rec) == {"id", "prompt", "completions", "extracted", "reference", "scores"}
-    # the scores are the task's own judgement of the stored completions (reward path ≡ eval path)
-    task = tasks.get("gsm8k")
-    for line in lines:
-        r = json.loads(line)
-        assert r["scores"] == [task.score(c, r["reference"]) for c in r["completions"]]
+    # the training reward scores the stored completions exactly as the evaluation did
+    reward = tasks.TaskReward(tasks.get("gsm8k"))
+    recs = [json.loads(line) for line in lines]
+    assert [r["scores"][0] for r in recs] == reward([r["completions"][0] for r in recs], [r["reference"] for r in recs])
+    # and both agree on completions built to be right and wrong
+    refs = [r["reference"] for r in recs]
+    made = [f"so #### {x}" if i % 2 else f"#### {float(x) + 1:g}" for i, x in enumerate(refs)]
+    assert reward(made, refs) == [float(i % 2) for i in range(5)]
 
     # resume: a killed run left 3 of 5; re-running redoes only the 2 missing, same results
     (out / "examples.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])  # last line cut mid-write
@@ -61,6 +64,21 @@ def test_eval_cli_end_to_end_and_resume(tiny_dir, tmp_path, shared_data, capsys)
     # another configuration in the same folder is refused, nothing overwritten
     assert main(args[:-2] + ["--out", str(out), "--max-new-tokens", "5"]) == 2
     assert "another configuration" in capsys.readouterr().err
+
+
+def test_prompt_uses_chat_template_with_recorded_wording(tiny_dir):
+    from tinylora.loading import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_dir))
+    task = tasks.get("gsm8k", system="You are exact.", template="Solve: {question}")
+    ex = tasks.Example(id="0", question="1+1?", answer="2")
+    assert task.prompt(ex, tok) == "You are exact.\n\nSolve: 1+1?"  # no chat template: plain text
+    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    assert task.prompt(ex, tok) == "<|system|>You are exact.\n<|user|>Solve: 1+1?\n<|assistant|>"
+    assert task.config()["system"] == "You are exact." and task.config()["template"] == "Solve: {question}"
+    with pytest.raises(ValueError, match="question"):
+        tasks.get("gsm8k", template="no placeholder")
 
 
 def test_sampled_pass_at_k(tiny_dir, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from . import __version__
 
@@ -101,6 +102,51 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train_config import TrainConfig, apply_overrides
+    from .trainer import GRPOTrainer, format_report
+
+    if args.resume:
+        run = Path(args.resume)
+        cfg = TrainConfig.from_yaml(run / "config.yaml", args.overrides)
+        if Path(cfg.out_dir).resolve() != run.resolve():
+            cfg.out_dir = str(run)
+    elif args.config:
+        cfg = TrainConfig.from_yaml(args.config, args.overrides)
+    else:
+        cfg = TrainConfig.from_dict(apply_overrides(TrainConfig().to_dict(), args.overrides))
+    print(f"tinylora train: {cfg.algo} on {cfg.task} with {cfg.model}, adapter {cfg.adapter}, "
+          f"{cfg.steps} steps × {cfg.prompts_per_step} prompts × {cfg.group_size} samples, lr {cfg.learning_rate():g}; "
+          f"run directory {cfg.out_dir}")
+    trainer = GRPOTrainer(cfg)
+    try:
+        summary = trainer.train(resume=bool(args.resume))
+    except KeyboardInterrupt:
+        return 130
+    print(format_report(summary))
+    return 0
+
+
+def _cmd_toy_pretrain(args: argparse.Namespace) -> int:
+    from .toy.backbone import PretrainConfig, pretrain
+
+    overrides = {k: v for k, v in dict(seed=args.seed, steps=args.steps, batch_size=args.batch_size,
+                                       p_step=args.p_step).items() if v is not None}
+    cfg = PretrainConfig.quick(**overrides) if args.quick else PretrainConfig(**overrides)
+    rec = pretrain(args.out, cfg, save_every=args.save_every)
+    print(f"saved toy backbone to {args.out}: {rec['parameters']} parameters, loss {rec['first_loss']:.3f} → "
+          f"{rec['final_loss']:.3f} in {rec['seconds']:.0f} s")
+    return 0
+
+
+def _cmd_toy_eval(args: argparse.Namespace) -> int:
+    from .toy.evaluate import toy_report
+
+    report = toy_report(args.model, n=args.n, seed=args.seed, batch_size=args.batch_size, adapter=args.adapter)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tinylora",
@@ -148,6 +194,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=_cmd_eval)
 
+    s = sub.add_parser(
+        "train", help="GRPO training (the main job); no arguments: 13 parameters on the toy world",
+        description="Train an adapter with GRPO and a verifiable reward. With no arguments: the shipped toy "
+                    "backbone on the arith task with TinyLoRA u=13 tied 'all' (13 parameters), evaluated before and "
+                    "after. Every hyperparameter is a key of one config (see configs/); override with key=value, "
+                    "nested keys with dots (adapter.u=4).")
+    s.add_argument("--config", help="YAML config (configs/toy-grpo.yaml is the default run)")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. steps=100 lr=0.01 adapter.u=4")
+    s.set_defaults(func=_cmd_train)
+
+    toy = sub.add_parser("toy", help="the CPU world: pretrain or evaluate the toy backbone")
+    toy_sub = toy.add_subparsers(dest="toy_command", required=True, metavar="TOY_COMMAND")
+    s = toy_sub.add_parser("pretrain", help="pretrain the toy backbone from scratch (deterministic from --seed)",
+                           description="Pretrains a small Qwen2-architecture model on arithmetic word problems whose "
+                                       "solutions are step-by-step (p_step) or direct guesses. The shipped backbone "
+                                       "was made with the defaults (see its pretrain.json).")
+    s.add_argument("--out", required=True, help="output folder (model, tokenizer, pretrain.json)")
+    s.add_argument("--quick", action="store_true", help="a small model in about a minute (tests)")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--steps", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--p-step", type=float, help="share of step-by-step solutions in the corpus")
+    s.add_argument("--save-every", type=int, default=0, help="also save step-N checkpoints")
+    s.set_defaults(func=_cmd_toy_pretrain)
+    s = toy_sub.add_parser("eval", help="free (greedy, temperature 1) and forced step-by-step accuracy")
+    s.add_argument("--model", default="toy", help="'toy' (shipped) or a folder")
+    s.add_argument("--adapter", help="adapter file to load first")
+    s.add_argument("--n", type=int, default=500, help="held-out problems")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.set_defaults(func=_cmd_toy_eval)
+
     s = sub.add_parser("demo", help="write a tiny random base model and a 13-parameter adapter for it (offline)")
     s.add_argument("--out", default="demo", help="output folder (default: ./demo)")
     s.set_defaults(func=_cmd_demo)
@@ -161,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (AdapterError, ValueError, FileNotFoundError) as e:  # TaskDataError is a ValueError
-        print(f"tinylora {args.command}: error: {e}", file=sys.stderr)
+        print(f"tinylora {args.command}: error: {e}", file=sys.stderr)  # one line, no traceback
         return 2
 
 

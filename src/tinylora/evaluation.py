@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .generation import generate_texts
+from .seeding import stream_key
 from .tasks.base import Task
 
 
@@ -128,6 +129,7 @@ def evaluate(
         records_path = out / "examples.jsonl"
         done = _read_done(records_path)
     done = done or {}
+    position = {e.id: i for i, e in enumerate(examples)}
     todo = [e for e in examples if e.id not in done]
 
     bar = None
@@ -141,8 +143,10 @@ def evaluate(
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         prompts = [task.prompt(e, tokenizer) for e in batch]
+        # per-sample seeds from (seed, example position, sample): a resumed run draws the same samples
+        seeds = [stream_key(seed, position[e.id], s) for e in batch for s in range(samples)]
         outs = generate_texts(model, tokenizer, prompts, n=samples, temperature=temperature,
-                              max_new_tokens=max_new_tokens, seed=seed + start)
+                              max_new_tokens=max_new_tokens, seeds=seeds)
         lines = []
         for e, p, comps in zip(batch, prompts, outs):
             comps = [task.truncate(c) for c in comps]

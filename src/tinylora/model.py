@@ -128,6 +128,19 @@ def attach(
         raise ValueError("model already has a tinylora adapter; attach one adapter per model")
     names = find_targets(model, config.target_modules)
     kinds_conv = _conv1d_cls()
+    owners: dict[int, list[str]] = {}
+    for mod_name, mod in model.named_modules(remove_duplicate=False):
+        w = getattr(mod, "weight", None)
+        if isinstance(w, torch.Tensor):
+            owners.setdefault(id(w), []).append(mod_name)
+    for name in names:
+        shared = owners.get(id(model.get_submodule(name).weight), [])
+        if len(shared) > 1:
+            raise ValueError(
+                f"{name}'s weight is tied to {[n for n in shared if n != name]}: adapting it would change those "
+                "modules too (e.g. the input embeddings when merging). Load the model with "
+                "tie_word_embeddings=False or leave it out of target_modules."
+            )
 
     groups: list[int] | None = None
     u = None

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from .base import Example, Task, TaskDataError, read_jsonl
+from .rewards import TaskReward
 from .gsm8k import GSM8K
 from .jsonl import JSONLTask
 from .math import AIME24, AMC23, MATH500
@@ -47,5 +48,5 @@ def _load_builtin_extras() -> None:
         pass
 
 
-__all__ = ["AIME24", "AMC23", "Example", "GSM8K", "JSONLTask", "MATH500", "Task", "TaskDataError", "get", "names",
+__all__ = ["AIME24", "AMC23", "Example", "GSM8K", "JSONLTask", "MATH500", "Task", "TaskDataError", "TaskReward", "get", "names",
            "read_jsonl", "register"]

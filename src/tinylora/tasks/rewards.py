@@ -150,3 +150,23 @@ class GuardedScore:
 
     def report(self) -> dict:
         return {"calls": self.calls, "errors": self.errors, "timeouts": self.timeouts, "messages": self.messages}
+
+
+class TaskReward:
+    """The training reward of a task: its own ``score`` (so training and evaluation agree), guarded.
+
+    ``reward(completions, references) -> list[float]``; failures score 0 and are counted in
+    ``report()``, never raised mid-run.
+    """
+
+    def __init__(self, task, timeout: float | None = 10.0):
+        self.task = task
+        self.guard = GuardedScore(task.score, timeout=timeout)
+
+    def __call__(self, completions: list[str], references: list[str]) -> list[float]:
+        if len(completions) != len(references):
+            raise ValueError(f"{len(completions)} completions but {len(references)} references")
+        return [self.guard(self.task.truncate(c), r) for c, r in zip(completions, references)]
+
+    def report(self) -> dict:
+        return self.guard.report()

@@ -1,0 +1,1 @@
+"""The CPU world: the arith task and the toy backbone."""

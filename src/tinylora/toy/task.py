@@ -1,0 +1,52 @@
+"""The ``arith`` task: the toy world's problems behind the same Task protocol and score as GSM8K."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ..tasks import register
+from ..tasks.base import Example
+from ..tasks.gsm8k import GSM8K
+from .arith import FORCED_STEP_PREFIX, ArithConfig, problems
+
+
+@register
+class ArithTask(GSM8K):
+    """Procedural multi-step arithmetic; references are ``#### N`` and scoring is GSM8K's.
+
+    The prompt is ``Q: <question>\\nA:`` (the format the toy backbone was pretrained on).
+    ``forced=True`` appends the step-by-step opening, which measures the latent skill.
+    ``reference_style`` picks the ``solution`` text given to SFT (``verbose`` by default: a style
+    the backbone never saw in pretraining).
+    """
+
+    name: ClassVar[str] = "arith"
+    hf_id = None
+    splits = ("train", "test")
+    template = "Q: {question}\nA:"
+    stop = ("\nQ:",)
+
+    def __init__(self, data_dir=None, seed: int = 0, n_train: int = 20000, n_test: int = 500,
+                 mode: str = "strict", forced: bool = False, reference_style: str = "verbose",
+                 min_steps: int = 2, max_steps: int = 4, **kw):
+        super().__init__(data_dir, mode=mode, **kw)
+        self.seed, self.n_train, self.n_test, self.forced = seed, n_train, n_test, forced
+        self.reference_style = reference_style
+        self.arith = ArithConfig(min_steps=min_steps, max_steps=max_steps)
+
+    def load(self, split: str = "test") -> list[Example]:
+        if split not in self.splits:
+            raise ValueError(f"task 'arith' has splits {self.splits}, not {split!r}")
+        n = self.n_test if split == "test" else self.n_train
+        return [Example(id=f"{split}-{i}", question=p.question, answer=str(p.answer),
+                        solution=p.solution(self.reference_style), meta={"steps": len(p.ops)})
+                for i, p in enumerate(problems(split, n, self.seed, self.arith))]
+
+    def prompt(self, example: Example, tokenizer=None) -> str:
+        # Always the plain pretraining format: the toy tokenizer has no chat template.
+        text = self.template.format(question=example.question)
+        return text + (" " + FORCED_STEP_PREFIX if self.forced else "")
+
+    def config(self):
+        return {**super().config(), "seed": self.seed, "n_train": self.n_train, "n_test": self.n_test,
+                "forced": self.forced, "reference_style": self.reference_style, "arith": self.arith.to_dict()}

@@ -1,0 +1,127 @@
+"""One typed config for a training run; round-trips to YAML and takes ``key=value`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import AdapterConfig, TinyLoRAConfig, config_from_dict
+
+# Learning rates that work on the toy world (see BENCHMARKS.md): a 13-number vector needs a far
+# larger step than LoRA's matrices, whose many entries all move at once.
+DEFAULT_LR = {"tinylora": 2e-2, "lora_xs": 1e-3, "lora": 1e-4, "full": 1e-5}
+
+
+@dataclass
+class TrainConfig:
+    # what
+    model: str = "toy"
+    task: str = "arith"
+    task_args: dict[str, Any] = field(default_factory=dict)
+    adapter: dict[str, Any] = field(default_factory=lambda: TinyLoRAConfig(u=13, tying="all").to_dict())
+    algo: str = "grpo"
+    # GRPO
+    steps: int = 60
+    prompts_per_step: int = 16  # B
+    group_size: int = 4  # G
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 96
+    clip_low: float = 0.2
+    clip_high: float = 0.4
+    loss_aggregation: str = "token-mean"
+    scale_std: bool = True
+    kl_coef: float = 0.0
+    num_iterations: int = 1
+    micro_batch_size: int = 64  # sequences per forward/backward (gradient accumulation)
+    # optimisation
+    lr: float | None = None  # None: DEFAULT_LR of the adapter method
+    warmup_steps: int = 5
+    schedule: str = "constant"  # or "cosine"
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    # evaluation and bookkeeping
+    eval_split: str = "test"
+    eval_limit: int | None = 200
+    eval_batch_size: int = 64
+    eval_max_new_tokens: int = 96
+    eval_before: bool = True
+    checkpoint_every: int = 10
+    save_dtype: str = "fp32"
+    seed: int = 0
+    dtype: str = "fp32"
+    device: str = "cpu"
+    out_dir: str = "runs/toy-grpo"
+
+    def __post_init__(self) -> None:
+        self.adapter_config()  # validates the adapter section
+        checks = [
+            (self.algo in ("grpo",), f"algo must be 'grpo', got {self.algo!r}"),
+            (self.steps >= 1 and self.prompts_per_step >= 1 and self.group_size >= 1, "steps, prompts_per_step "
+             "and group_size must be positive"),
+            (self.temperature > 0, "temperature must be > 0 for sampling"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (self.loss_aggregation in ("token-mean", "seq-mean", "dr-grpo"),
+             f"loss_aggregation must be token-mean, seq-mean or dr-grpo, got {self.loss_aggregation!r}"),
+            (self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine, got {self.schedule!r}"),
+            (self.num_iterations >= 1, "num_iterations must be >= 1"),
+            (self.micro_batch_size >= 1, "micro_batch_size must be >= 1"),
+            (self.save_dtype in ("fp32", "bf16", "fp16"), "save_dtype must be fp32, bf16 or fp16"),
+            (self.clip_low >= 0 and self.clip_high >= 0, "clip ranges must be non-negative"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+    def adapter_config(self) -> AdapterConfig:
+        return config_from_dict(self.adapter)
+
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.adapter["method"]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        import yaml
+
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        return cls.from_dict(apply_overrides(data, overrides))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs (values parsed as YAML; dotted keys reach into nested sections)."""
+    import yaml
+
+    data = dict(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override must be key=value, got {item!r}")
+        value = yaml.safe_load(raw)
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node[p] = dict(node.get(p) or {})
+            node = node[p]
+        node[parts[-1]] = value
+    return data

@@ -1,0 +1,333 @@
+"""GRPO with verifiable rewards over any tinylora parameterization.
+
+Per step: B prompts × G samples (seeded per (run seed, step, prompt, sample)), scored by the
+task's own ``score``; group-normalised advantages; clipped policy-gradient loss on the adapter only.
+
+How this departs from textbook GRPO (Shao et al. 2024), each a documented choice:
+
+- No KL term by default (``kl_coef=0``, as in the TinyLoRA paper and DAPO); when enabled it is
+  the k3 estimator against the *base model* — the adapter switched off, never a weight copy.
+- Asymmetric clipping (DAPO's clip-higher): ρ ∈ [1 − 0.2, 1 + 0.4] by default.
+- Token-level aggregation by default (verl/DAPO ``token-mean``), normalised by the token count
+  of the whole step, so gradient accumulation gives exactly the full-batch gradient.
+- On-policy by default (``num_iterations=1``): old log-probs equal the current ones, ρ = 1 and
+  clipping is inactive, as nanochat notes; with ``num_iterations > 1`` the rollout batch is reused
+  and old log-probs come from one no-grad pass before the first update.
+- Groups whose rewards are all equal carry zero advantage; their sequences are skipped in the
+  backward pass (their gradient is exactly zero) but still count in the normaliser.
+- Log-probs for the loss are recomputed with the unmerged, differentiable adapter path; the
+  rollout itself runs on merged weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import tasks as tasks_mod
+from .adapter_file import load as load_adapter
+from .adapter_file import save as save_adapter
+from .evaluation import evaluate, versions
+from .grpo import group_advantages, policy_loss, token_logprobs
+from .model import attach, disabled, get_root, trainable_parameters, update_bytes
+from .rollout import HFBackend, Rollout, RolloutBackend, Sampling
+from .seeding import stream_key
+from .train_config import TrainConfig
+
+
+@dataclass
+class Batch:
+    """Left-padded prompt+completion sequences whose completions end at the right edge."""
+
+    input_ids: torch.Tensor  # (n, L)
+    attention_mask: torch.Tensor  # (n, L)
+    position_ids: torch.Tensor  # (n, L)
+    targets: torch.Tensor  # (n, K): the last K tokens
+    mask: torch.Tensor  # (n, K): 1 on completion tokens
+
+
+def build_batch(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int) -> Batch:
+    seqs = [p + c for p, c in zip(prompt_ids, completion_ids)]
+    L = max(len(s) for s in seqs)
+    K = max(max(len(c) for c in completion_ids), 1)
+    n = len(seqs)
+    ids = torch.full((n, L), pad_id, dtype=torch.long)
+    att = torch.zeros((n, L), dtype=torch.long)
+    mask = torch.zeros((n, K))
+    for i, (s, c) in enumerate(zip(seqs, completion_ids)):
+        ids[i, L - len(s):] = torch.tensor(s)
+        att[i, L - len(s):] = 1
+        mask[i, K - len(c):] = 1
+    pos = (att.cumsum(-1) - 1).clamp_min(0)  # as generate computes them under left padding
+    return Batch(ids, att, pos, ids[:, L - K:], mask)
+
+
+def completion_logprobs(model, batch: Batch, temperature: float) -> torch.Tensor:
+    """(n, K) log-probs of the completion tokens; logits only for the last K + 1 positions."""
+    K = batch.targets.shape[1]
+    device = next(model.parameters()).device
+    kwargs = dict(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+                  position_ids=batch.position_ids.to(device), use_cache=False)
+    try:
+        logits = model(**kwargs, logits_to_keep=K + 1).logits
+    except TypeError:  # models without logits_to_keep
+        logits = model(**kwargs).logits[:, -(K + 1):]
+    return token_logprobs(logits[:, :-1], batch.targets.to(device), temperature)
+
+
+class GRPOTrainer:
+    def __init__(self, cfg: TrainConfig, *, model=None, tokenizer=None, task=None,
+                 backend: RolloutBackend | None = None, progress: bool = True):
+        from .loading import load_model, load_tokenizer
+
+        self.cfg = cfg
+        self.progress = progress
+        torch.manual_seed(cfg.seed)
+        self.model = model if model is not None else load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.model)
+        self.task = task if task is not None else tasks_mod.get(cfg.task, **cfg.task_args)
+        self.reward = tasks_mod.TaskReward(self.task)
+        attach(self.model, cfg.adapter_config())
+        self.params = trainable_parameters(self.model)
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.learning_rate(), weight_decay=cfg.weight_decay)
+        self.backend = backend if backend is not None else HFBackend(self.model, self.tokenizer)
+        self.train_examples = self.task.load("train")
+        if not self.train_examples:
+            raise ValueError(f"task {self.task.name!r} has no training examples")
+        self.out = Path(cfg.out_dir)
+        self.step = 0
+        self._stop = False
+
+    # --- schedule and data ----------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        base = self.cfg.learning_rate()
+        if step < self.cfg.warmup_steps:
+            return base * (step + 1) / self.cfg.warmup_steps
+        if self.cfg.schedule == "cosine":
+            t = (step - self.cfg.warmup_steps) / max(1, self.cfg.steps - self.cfg.warmup_steps)
+            return base * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        return base
+
+    def examples_for(self, step: int) -> list[tuple[int, Any]]:
+        """(global index, example) for this step: a seeded permutation per epoch; a pure function of step."""
+        n, B = len(self.train_examples), self.cfg.prompts_per_step
+        out = []
+        for j in range(step * B, (step + 1) * B):
+            epoch, pos = divmod(j, n)
+            g = torch.Generator().manual_seed(stream_key(self.cfg.seed, epoch) % (2**63))
+            perm = torch.randperm(n, generator=g)
+            out.append((j, self.train_examples[int(perm[pos])]))
+        return out
+
+    # --- one step -------------------------------------------------------------------------
+    def rollout(self, step: int) -> tuple[list, Rollout]:
+        cfg = self.cfg
+        chosen = self.examples_for(step)
+        prompts = [self.task.prompt(e, self.tokenizer) for _, e in chosen]
+        seeds = [stream_key(cfg.seed, step, j, s) for j, _ in chosen for s in range(cfg.group_size)]
+        sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
+        return chosen, self.backend.generate(prompts, cfg.group_size, sampling, seeds)
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.time()
+        chosen, ro = self.rollout(step)
+        refs = [e.answer for _, e in chosen for _ in range(cfg.group_size)]
+        rewards = torch.tensor(self.reward(ro.texts, refs)).view(len(chosen), cfg.group_size)
+        adv, zero_std = group_advantages(rewards, cfg.scale_std)
+        adv = adv.reshape(-1)
+        t_rollout = time.time() - t0
+
+        lengths = [len(c) for c in ro.completion_ids]
+        total_tokens, num_seqs = float(sum(lengths)), float(len(lengths))
+        active = [i for i in range(len(lengths)) if adv[i] != 0 or cfg.kl_coef > 0]
+        chunks = [active[i:i + cfg.micro_batch_size] for i in range(0, len(active), cfg.micro_batch_size)]
+        pad = self.tokenizer.pad_token_id
+        batches = [build_batch([ro.prompt_ids[i] for i in c], [ro.completion_ids[i] for i in c], pad) for c in chunks]
+        old = ref = None
+        if cfg.num_iterations > 1:
+            with torch.no_grad():
+                old = [completion_logprobs(self.model, b, cfg.temperature) for b in batches]
+        if cfg.kl_coef > 0:
+            with torch.no_grad(), disabled(self.model):
+                ref = [completion_logprobs(self.model, b, cfg.temperature) for b in batches]
+
+        self.model.train()
+        stats = {"clip_frac": 0.0, "kl": 0.0, "loss": 0.0}
+        grad_norm = 0.0
+        for _ in range(cfg.num_iterations):
+            self.opt.zero_grad(set_to_none=True)
+            for k, (c, b) in enumerate(zip(chunks, batches)):
+                logp = completion_logprobs(self.model, b, cfg.temperature)
+                loss, st = policy_loss(
+                    logp, old[k] if old is not None else logp.detach(), adv[c], b.mask.to(logp.device),
+                    clip_low=cfg.clip_low, clip_high=cfg.clip_high, aggregation=cfg.loss_aggregation,
+                    ref_logp=ref[k] if ref is not None else None, kl_coef=cfg.kl_coef,
+                    total_tokens=total_tokens, num_seqs=num_seqs, max_len=cfg.max_new_tokens)
+                loss.backward()
+                w = float(b.mask.sum()) / max(total_tokens, 1.0)
+                stats["loss"] += float(loss.detach())
+                stats["clip_frac"] += st["clip_frac"] * w / cfg.num_iterations
+                stats["kl"] += st.get("kl", 0.0) * w / cfg.num_iterations
+            for p in self.params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip))
+            for gr in self.opt.param_groups:
+                gr["lr"] = self.lr_at(step)
+            self.opt.step()
+
+        r = rewards.float()
+        metrics = {
+            "step": step, "reward_mean": float(r.mean()), "reward_std": float(r.std()) if r.numel() > 1 else 0.0,
+            "accuracy": float((r >= 1.0).float().mean()), "response_length": sum(lengths) / len(lengths),
+            "frac_zero_std": float(zero_std.float().mean()), "clip_frac": stats["clip_frac"], "kl": stats["kl"],
+            "loss": stats["loss"] / cfg.num_iterations, "grad_norm": grad_norm, "lr": self.lr_at(step),
+            "rollout_s": round(t_rollout, 3), "step_s": round(time.time() - t0, 3),
+        }
+        if sum(p.numel() for p in self.params) <= 64:
+            metrics["adapter"] = [round(x, 6) for p in self.params for x in p.detach().flatten().tolist()]
+        return metrics
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def save_checkpoint(self, step_done: int) -> Path:
+        """Atomically: write ckpt-N.tmp, rename to ckpt-N, then point ``latest`` at it."""
+        final = self.out / f"ckpt-{step_done}"
+        tmp = self.out / f"ckpt-{step_done}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_adapter(self.model, tmp / "adapter.safetensors", dtype="fp32")
+        torch.save({"optimizer": self.opt.state_dict(), "step": step_done, "torch_rng": torch.get_rng_state()},
+                   tmp / "trainer_state.pt")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        latest_tmp = self.out / "latest.tmp"
+        latest_tmp.write_text(final.name)
+        os.replace(latest_tmp, self.out / "latest")
+        for old in self.out.glob("ckpt-*"):
+            if old != final and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def resume(self) -> int:
+        latest = self.out / "latest"
+        if not latest.exists():
+            raise FileNotFoundError(f"{self.out} has no checkpoint to resume from (no 'latest' file)")
+        ckpt = self.out / latest.read_text().strip()
+        state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+        from .adapter_file import _assign_payload, _verify, read
+
+        info = read(ckpt / "adapter.safetensors")
+        _verify(self.model, info, strict=True)
+        _assign_payload(self.model, {k: t.float() for k, t in info.tensors.items()})
+        self.opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        metrics = self.out / "metrics.jsonl"
+        if metrics.exists():  # drop lines logged after the checkpoint: they will be redone
+            keep = [ln for ln in metrics.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < self.step]
+            metrics.write_text("".join(ln + "\n" for ln in keep))
+        return self.step
+
+    # --- the run --------------------------------------------------------------------------
+    def evaluate(self, name: str) -> dict:
+        cfg = self.cfg
+        return evaluate(self.model, self.tokenizer, self.task, split=cfg.eval_split, limit=cfg.eval_limit,
+                        batch_size=cfg.eval_batch_size, max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed,
+                        out_dir=self.out / name, progress=self.progress, model_name=cfg.model)
+
+    def train(self, resume: bool = False) -> dict[str, Any]:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.resume()
+        elif (self.out / "latest").exists():
+            raise ValueError(f"{self.out} already holds a run; resume it with --resume, or choose another out_dir")
+        (self.out / "config.yaml").write_text(cfg.to_yaml())
+        (self.out / "versions.json").write_text(json.dumps(versions(), indent=2))
+        before = self.evaluate("eval_before") if cfg.eval_before else None
+
+        def on_sigint(signum, frame):
+            self._stop = True
+
+        old_handler = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, desc="grpo", unit="step", dynamic_ncols=True)
+        history = []
+        try:
+            while self.step < cfg.steps:
+                m = self.train_step(self.step)
+                history.append(m)
+                with (self.out / "metrics.jsonl").open("a") as f:
+                    f.write(json.dumps(m) + "\n")
+                self.step += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(reward=f"{m['reward_mean']:.3f}", zero_std=f"{m['frac_zero_std']:.2f}")
+                if self._stop:
+                    path = self.save_checkpoint(self.step)
+                    print(f"\ninterrupted: checkpoint saved to {path}; continue with --resume {self.out}")
+                    raise KeyboardInterrupt
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint(self.step)
+        finally:
+            if bar is not None:
+                bar.close()
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        adapter_path = save_adapter(self.model, self.out / "adapter.safetensors", dtype=cfg.save_dtype)
+        after = self.evaluate("eval_after")
+        all_metrics = [json.loads(ln) for ln in (self.out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+        head = all_metrics[: max(1, len(all_metrics) // 5)]
+        tail = all_metrics[-max(1, len(all_metrics) // 5):]
+        summary = {
+            "accuracy_before": before["accuracy"] if before else None,
+            "accuracy_after": after["accuracy"], "ci95_after": after["ci95"],
+            "reward_first": sum(m["reward_mean"] for m in head) / len(head),
+            "reward_last": sum(m["reward_mean"] for m in tail) / len(tail),
+            "trainable_parameters": sum(p.numel() for p in self.params),
+            "adapter_bytes": update_bytes(self.model, cfg.save_dtype), "adapter_path": str(adapter_path),
+            "values": [x for p in self.params for x in p.detach().flatten().tolist()][:64],
+            "method": get_root(self.model).config.method, "steps": cfg.steps,
+        }
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def format_report(s: dict[str, Any]) -> str:
+    lines = []
+    if s["accuracy_before"] is not None:
+        lines.append(f"accuracy: {100 * s['accuracy_before']:.1f}% → {100 * s['accuracy_after']:.1f}% "
+                     f"({100 * (s['accuracy_after'] - s['accuracy_before']):+.1f} points; after: 95% CI "
+                     f"{100 * s['ci95_after'][0]:.1f}–{100 * s['ci95_after'][1]:.1f}%)")
+    else:
+        lines.append(f"accuracy after: {100 * s['accuracy_after']:.1f}%")
+    lines.append(f"reward: {s['reward_first']:.3f} (first fifth of steps) → {s['reward_last']:.3f} (last fifth)")
+    lines.append(f"{s['method']}: {s['trainable_parameters']} trained parameters, {s['adapter_bytes']} bytes "
+                 f"→ {s['adapter_path']}")
+    if s["trainable_parameters"] <= 64:
+        lines.append("values: " + ", ".join(f"{v:+.5f}" for v in s["values"]))
+    return "\n".join(lines)
+
+
+def load_run_adapter(model, run_dir: str | Path) -> None:
+    """Load a finished run's adapter into ``model``."""
+    load_adapter(model, Path(run_dir) / "adapter.safetensors")

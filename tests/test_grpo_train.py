@@ -1,0 +1,160 @@
+"""GRPO end to end on tiny models: it learns, touches only the adapter, and resumes exactly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import tinylora
+from tinylora import tasks
+from tinylora.train_config import TrainConfig
+from tinylora.trainer import GRPOTrainer, build_batch
+from tinylora.toy.tokenizer import char_tokenizer
+from conftest import make_model
+
+CHARS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def ADAPTER():
+    return tinylora.TinyLoRAConfig(u=1, tying="all", target_modules=["lm_head"])
+
+
+def first_char_in_answer(completion, answer):
+    """Reward 1 when the completion's first character is one of the answer's letters."""
+    return float(len(completion) > 0 and completion[0] in answer)
+
+
+@pytest.fixture(scope="module")
+def tiny_run_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grpo")
+    tok = char_tokenizer(CHARS + " ")
+    model = make_model("qwen2", vocab_size=len(tok), max_position_embeddings=256, seed=3, tie_word_embeddings=False)
+    with torch.no_grad():  # only letters can be sampled: the specials get very low logits
+        model.lm_head.weight[:4] = 0
+        model.model.embed_tokens.weight[:4] = 0
+        model.model.norm.weight.mul_(4)  # sharper logits (×4), as a trained model has
+    model.config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    # A coin flip by construction. The adapter is one number v scaling a rank-2 update of the
+    # output layer, so the logits move linearly in v along d = logits(v=1) − logits(v=0). The
+    # rewarded letters of each prompt are those d favours most, taken until the untrained model
+    # puts half of its probability on them: reward ≈ 0.5 at v = 0, and a large enough v (of the
+    # right sign, which GRPO must find) makes it ≈ 1.
+    probe = make_model("qwen2", vocab_size=len(tok), max_position_embeddings=256, seed=3, tie_word_embeddings=False)
+    probe.load_state_dict(model.state_dict())
+    tinylora.attach(probe, ADAPTER())
+    rows = []
+    for p in ["ab", "cd", "ef", "gh", "ij", "kl"]:
+        x = torch.tensor([tok(p, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            probs = probe(x).logits[0, -1].softmax(-1)
+            probe.tinylora.v[0].fill_(1.0)
+            d = probe(x).logits[0, -1] - model(x).logits[0, -1]
+            probe.tinylora.v[0].fill_(0.0)
+        letters = sorted(CHARS, key=lambda c: -float(d[tok.convert_tokens_to_ids(c)]))
+        chosen, mass = "", 0.0
+        for c in letters:
+            if mass >= 0.5:
+                break
+            chosen, mass = chosen + c, mass + float(probs[tok.convert_tokens_to_ids(c)])
+        rows.append({"prompt": p, "answer": chosen})
+    (root / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def cfg_for(root, **kw):
+    base = dict(model=str(root / "model"), task="jsonl",
+                task_args={"path": str(root / "prompts.jsonl"), "reward": "test_grpo_train:first_char_in_answer"},
+                adapter=ADAPTER().to_dict(), steps=30, prompts_per_step=4,
+                group_size=8, max_new_tokens=1, lr=0.3, warmup_steps=0, eval_before=False, eval_limit=6,
+                eval_max_new_tokens=1, checkpoint_every=0, out_dir=str(root / "run"))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def reward_probability(model, tok, rows):
+    """Exact probability that the first sampled letter is rewarded, averaged over prompts."""
+    total = 0.0
+    with torch.no_grad():
+        for r in rows:
+            x = torch.tensor([tok(r["prompt"], add_special_tokens=False)["input_ids"]])
+            p = model(x).logits[0, -1].softmax(-1)
+            total += sum(float(p[tok.convert_tokens_to_ids(c)]) for c in r["answer"])
+    return total / len(rows)
+
+
+def test_single_parameter_grpo_learns_a_coin_flip(tiny_run_setup, tmp_path):
+    cfg = cfg_for(tiny_run_setup, out_dir=str(tmp_path / "run"))
+    trainer = GRPOTrainer(cfg, progress=False)
+    rows = [json.loads(line) for line in (tiny_run_setup / "prompts.jsonl").read_text().splitlines()]
+    base = {k: v.clone() for k, v in trainer.model.state_dict().items() if not k.startswith("tinylora.")}
+    assert tinylora.num_trainable(trainer.model) == 1
+    start = reward_probability(trainer.model, trainer.tokenizer, rows)
+    assert 0.4 < start < 0.6  # a coin flip by construction
+    trainer.train()
+    rewards = [json.loads(line)["reward_mean"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(rewards[-5:]) / 5 >= 0.9, rewards
+    assert reward_probability(trainer.model, trainer.tokenizer, rows) >= 0.9
+    after = trainer.model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in base.items())  # base weights bit-identical
+
+
+def test_build_batch_layout():
+    b = build_batch([[5, 6, 7], [8]], [[1, 2], [3, 4, 9]], pad_id=0)
+    assert b.input_ids.tolist() == [[5, 6, 7, 1, 2], [0, 8, 3, 4, 9]]
+    assert b.targets.tolist() == [[7, 1, 2], [3, 4, 9]] and b.mask.tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert b.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 0, 1, 2, 3]]
+
+
+def test_resume_after_kill_gives_the_same_adapter(tiny_run_setup, tmp_path):
+    args = lambda out: [sys.executable, "-m", "tinylora", "train", "--config", str(tmp_path / "c.yaml"),  # noqa: E731
+                        f"out_dir={out}"]
+    cfg_for(tiny_run_setup, steps=8, checkpoint_every=2).to_yaml(tmp_path / "c.yaml")
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    subprocess.run(args(tmp_path / "full"), check=True, env=env, capture_output=True)
+
+    proc = subprocess.Popen(args(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 5):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "adapter.safetensors").exists()  # it really died mid-run
+    resumed = subprocess.run([sys.executable, "-m", "tinylora", "train", "--resume", str(tmp_path / "killed")],
+                             env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    full = (tmp_path / "full" / "adapter.safetensors").read_bytes()
+    assert (tmp_path / "killed" / "adapter.safetensors").read_bytes() == full
+    steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
+    assert steps == list(range(8))  # no step logged twice
+
+
+def test_config_round_trip_and_overrides(tmp_path):
+    from tinylora.train_config import apply_overrides
+
+    cfg = TrainConfig()
+    cfg.to_yaml(tmp_path / "c.yaml")
+    assert TrainConfig.from_yaml(tmp_path / "c.yaml") == cfg
+    c2 = TrainConfig.from_yaml(tmp_path / "c.yaml", ["steps=7", "adapter.u=4", "lr=0.5"])
+    assert c2.steps == 7 and c2.adapter["u"] == 4 and c2.learning_rate() == 0.5
+    with pytest.raises(ValueError, match="unknown config key"):
+        TrainConfig.from_dict(apply_overrides(cfg.to_dict(), ["stepz=3"]))
+    with pytest.raises(ValueError, match="loss_aggregation"):
+        TrainConfig(loss_aggregation="sum")
+    with pytest.raises(ValueError, match="u must be"):
+        TrainConfig.from_dict(apply_overrides(cfg.to_dict(), ["adapter.u=0"]))
+
+
+def test_shipped_toy_config_is_the_default():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "toy-grpo.yaml"
+    assert TrainConfig.from_yaml(path) == TrainConfig()
+    assert path.read_text().startswith("# tinylora train --config configs/toy-grpo.yaml")
