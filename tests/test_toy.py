@@ -45,7 +45,8 @@ def test_step_solution_by_hand():
     p = Problem("Tom", "apples", 12, [("+", 5), ("*", 2), ("-", 4)])
     assert p.answer == 30
     assert p.step() == "Step by step: 12+5=17. 17*2=34. 34-4=30. #### 30"
-    assert p.question.startswith("Tom has 12 apples.") and p.question.endswith("How many apples does Tom have now?")
+    assert p.question.startswith("Tom has 12 apples.") and p.question.endswith("How many apples does Tom have?")
+    assert "Tom doubles them." in p.question
 
 
 def test_arith_task_scores_like_gsm8k():

@@ -21,10 +21,9 @@ NAMES = ("Tom", "Ann", "Ben", "Mia", "Sam", "Eva", "Leo", "Zoe", "Max", "Ivy", "
          "Liz", "Ray", "Tia", "Ned", "Pam", "Gus")
 OBJECTS = ("apples", "books", "coins", "cards", "shells", "stamps", "marbles", "pencils", "stickers", "cookies",
            "balloons", "buttons", "rocks", "candies", "toys", "flowers")
-ADD = ("{n} buys {b} more {o}.", "{n} finds {b} more {o}.", "A friend gives {n} {b} more {o}.",
-       "{n} wins {b} more {o}.")
-SUB = ("{n} gives away {b} {o}.", "{n} loses {b} {o}.", "{n} sells {b} {o}.", "{n} gives {b} {o} to a friend.")
-MUL = {2: "{n} doubles the {o}.", 3: "{n} triples the {o}.", 4: "{n} ends up with 4 times as many {o}."}
+ADD = ("{n} buys {b} more.", "{n} finds {b} more.", "{n} gets {b} more.", "{n} wins {b} more.")
+SUB = ("{n} gives away {b}.", "{n} loses {b}.", "{n} sells {b}.", "{n} uses {b}.")
+MUL = {2: "{n} doubles them.", 3: "{n} triples them.", 4: "{n} gets 4 times as many."}
 FORCED_STEP_PREFIX = "Step by step:"
 TEST_FRACTION = 10  # one problem in ten (by content hash) is a test problem
 
@@ -34,7 +33,7 @@ class ArithConfig:
     """Difficulty knobs; recorded with every dataset and model trained on it."""
 
     min_steps: int = 2
-    max_steps: int = 4
+    max_steps: int = 3
     start_range: tuple[int, int] = (5, 40)
     operand_range: tuple[int, int] = (2, 20)
     max_multiplier: int = 3
@@ -77,7 +76,7 @@ class Problem:
         for op, x in self.ops:
             tpl = rng.choice(ADD) if op == "+" else rng.choice(SUB) if op == "-" else MUL[x]
             parts.append(tpl.format(n=self.name, b=x, o=self.obj))
-        parts.append(f"How many {self.obj} does {self.name} have now?")
+        parts.append(f"How many {self.obj} does {self.name} have?")
         return " ".join(parts)
 
     def key(self) -> str:

@@ -1,4 +1,4 @@
-"""The toy backbone: a small Qwen2-architecture model pretrained here, with a latent skill.
+"""The toy backbone: a small model pretrained here (Qwen2 network, shipped as Llama), with a latent skill.
 
 Pretraining corpus: ``Q: <problem>\\nA: <solution><eos>`` where the solution is step-by-step with
 probability ``p_step`` and a direct ``#### N`` guess otherwise. Weighted towards the direct style,
@@ -77,6 +77,39 @@ def build_model(tokenizer, cfg: PretrainConfig):
     return Qwen2ForCausalLM(mconf)
 
 
+@torch.no_grad()
+def to_llama(model):
+    """The same network as a ``LlamaForCausalLM`` (attention_bias=True, o_proj bias zero).
+
+    Qwen2 is Llama plus q/k/v biases, so this is exact. We ship the Llama form because
+    transformers' AutoTokenizer forces its own Qwen2Tokenizer on any ``qwen2`` checkpoint, which
+    rebuilds a byte-level BPE and silently drops our character tokenizer's spaces and newlines;
+    for ``llama`` it loads the ``tokenizer.json`` we save, as is.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    q = model.config
+    cfg = LlamaConfig(
+        vocab_size=q.vocab_size, hidden_size=q.hidden_size, intermediate_size=q.intermediate_size,
+        num_hidden_layers=q.num_hidden_layers, num_attention_heads=q.num_attention_heads,
+        num_key_value_heads=q.num_key_value_heads, max_position_embeddings=q.max_position_embeddings,
+        rms_norm_eps=q.rms_norm_eps, rope_parameters=q.rope_parameters, tie_word_embeddings=q.tie_word_embeddings,
+        attention_bias=True, mlp_bias=False, hidden_act=q.hidden_act, bos_token_id=q.bos_token_id,
+        eos_token_id=q.eos_token_id, pad_token_id=q.pad_token_id,
+    )
+    llama = LlamaForCausalLM(cfg)
+    state = model.state_dict()
+    for i in range(q.num_hidden_layers):
+        state[f"model.layers.{i}.self_attn.o_proj.bias"] = torch.zeros(q.hidden_size)
+    llama.load_state_dict(state, strict=True)
+    llama.eval()
+    x = torch.arange(min(32, q.vocab_size))[None] % q.vocab_size
+    diff = (llama(x).logits - model.eval()(x).logits).abs().max()
+    if diff > 1e-4:
+        raise RuntimeError(f"Qwen2 → Llama conversion changed the logits by {diff:.2e}")
+    return llama
+
+
 def make_batch(tokenizer, docs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
     """Right-padded ids with labels on the answer (and EOS) only."""
     ids, labels = [], []
@@ -148,13 +181,14 @@ def pretrain(out: str | Path, cfg: PretrainConfig, progress: bool = True, log_ev
             bar.update(1)
             bar.set_postfix(loss=f"{value:.3f}")
         if save_every and (step + 1) % save_every == 0 and step + 1 < cfg.steps:
-            model.save_pretrained(Path(out) / f"step-{step + 1}")  # for looking in while it trains
+            to_llama(model).save_pretrained(Path(out) / f"step-{step + 1}")  # to look in while it trains
             tok.save_pretrained(Path(out) / f"step-{step + 1}")
+            model.train()
     if bar is not None:
         bar.close()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model.eval()
+    model = to_llama(model)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     from .. import __version__

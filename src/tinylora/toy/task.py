@@ -28,7 +28,7 @@ class ArithTask(GSM8K):
 
     def __init__(self, data_dir=None, seed: int = 0, n_train: int = 20000, n_test: int = 500,
                  mode: str = "strict", forced: bool = False, reference_style: str = "verbose",
-                 min_steps: int = 2, max_steps: int = 4, **kw):
+                 min_steps: int = 2, max_steps: int = 3, **kw):
         super().__init__(data_dir, mode=mode, **kw)
         self.seed, self.n_train, self.n_test, self.forced = seed, n_train, n_test, forced
         self.reference_style = reference_style
