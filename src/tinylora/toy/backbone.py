@@ -173,7 +173,7 @@ def pretrain(out: str | Path, cfg: PretrainConfig, progress: bool = True, log_ev
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        value = float(loss)
+        value = float(loss.detach())
         first_loss = value if first_loss is None else first_loss
         if step % log_every == 0 or step == cfg.steps - 1:
             history.append({"step": step, "loss": round(value, 4), "lr": lr_at(step), "seconds": round(time.time() - t0, 1)})
