@@ -144,7 +144,9 @@ def save(model: nn.Module, path: str | os.PathLike, dtype: str = "fp32") -> Path
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={"format": "tinylora", "tinylora": json.dumps(meta)})
+        # One metadata key: safetensors writes a multi-key map in per-process hash order, and the
+        # same adapter must give the same bytes (resume equivalence, content addressing).
+        save_file(tensors, tmp, metadata={"tinylora": json.dumps(meta, sort_keys=True)})
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -167,7 +169,7 @@ def read(path: str | os.PathLike) -> AdapterInfo:
         raise AdapterError(
             f"{path}: not a readable safetensors file (truncated or corrupted?): {e}. Re-download or re-save it."
         ) from e
-    if raw_meta.get("format") != "tinylora" or "tinylora" not in raw_meta:
+    if "tinylora" not in raw_meta:
         raise AdapterError(f"{path}: a safetensors file, but not a tinylora adapter (no 'tinylora' metadata)")
     try:
         meta = json.loads(raw_meta["tinylora"])
