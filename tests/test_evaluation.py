@@ -96,3 +96,21 @@ def test_sampled_pass_at_k(tiny_dir, tmp_path):
     assert s["pass@k"]["1"] == pytest.approx(s["accuracy"])
     with pytest.raises(ValueError, match="temperature > 0"):
         evaluate(load_model(str(tiny_dir)), load_tokenizer(str(tiny_dir)), task, samples=2, progress=False)
+
+
+def test_sampled_evaluation_resumes_to_the_same_samples(tiny_dir, tmp_path):
+    from tinylora.evaluation import evaluate
+    from tinylora.loading import load_model, load_tokenizer
+
+    f = tmp_path / "t.jsonl"
+    f.write_text("".join(json.dumps({"prompt": f"say {c}", "answer": c}) + "\n" for c in "abcde"))
+    task = tasks.get("jsonl", path=str(f), reward="regex:([a-z])")
+    model, tok = load_model(str(tiny_dir)), load_tokenizer(str(tiny_dir))
+    kw = dict(samples=3, temperature=1.0, max_new_tokens=4, batch_size=2, progress=False, out_dir=tmp_path / "e")
+    evaluate(model, tok, task, **kw)
+    full = (tmp_path / "e" / "examples.jsonl").read_text().splitlines()
+    (tmp_path / "e" / "examples.jsonl").write_text(full[0] + "\n")  # killed after one example
+    evaluate(model, tok, task, **kw)  # redoes 4 examples in different batches
+    again = (tmp_path / "e" / "examples.jsonl").read_text().splitlines()
+    by_id = lambda lines: {json.loads(x)["id"]: json.loads(x)["completions"] for x in lines}  # noqa: E731
+    assert by_id(again) == by_id(full)
