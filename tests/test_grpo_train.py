@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import tinylora
-from tinylora import tasks
 from tinylora.train_config import TrainConfig
 from tinylora.trainer import GRPOTrainer, build_batch
 from tinylora.toy.tokenizer import char_tokenizer

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from tinylora import tasks
 from tinylora.toy.arith import ArithConfig, Problem, problems

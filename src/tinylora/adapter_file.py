@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from . import fingerprint as fp
-from .config import AdapterConfig, TinyLoRAConfig, config_from_dict
+from .config import AdapterConfig, config_from_dict
 from .model import adapted_modules, attach, detach, get_root, is_attached
 
 FORMAT_VERSION = 1

@@ -104,7 +104,7 @@ def top_r(
     else:
         A_mul = lambda Y: F.linear(W, Y.T.contiguous())  # noqa: E731  A Y = W Y
         At_mul = lambda Q: (Q.T.contiguous() @ W).T  # noqa: E731  Aᵀ Q = Wᵀ Q
-    M, N = max(m, n), min(m, n)
+    N = min(m, n)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     omega = torch.randn(N, b, generator=gen).to(W.device)
     Qj, _ = torch.linalg.qr(A_mul(omega))  # (M, b)

@@ -34,7 +34,6 @@ from typing import Any
 import torch
 
 from . import tasks as tasks_mod
-from .adapter_file import load as load_adapter
 from .adapter_file import save as save_adapter
 from .evaluation import evaluate, versions
 from .grpo import group_advantages, policy_loss, token_logprobs
@@ -326,8 +325,3 @@ def format_report(s: dict[str, Any]) -> str:
     if s["trainable_parameters"] <= 64:
         lines.append("values: " + ", ".join(f"{v:+.5f}" for v in s["values"]))
     return "\n".join(lines)
-
-
-def load_run_adapter(model, run_dir: str | Path) -> None:
-    """Load a finished run's adapter into ``model``."""
-    load_adapter(model, Path(run_dir) / "adapter.safetensors")
