@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from . import tasks as tasks_mod
+from .adapter_file import load as load_adapter
 from .adapter_file import save as save_adapter
 from .evaluation import evaluate, versions
 from .grpo import group_advantages, policy_loss, token_logprobs
@@ -122,10 +123,14 @@ class GRPOTrainer:
         out = []
         for j in range(step * B, (step + 1) * B):
             epoch, pos = divmod(j, n)
-            g = torch.Generator().manual_seed(stream_key(self.cfg.seed, epoch) % (2**63))
-            perm = torch.randperm(n, generator=g)
-            out.append((j, self.train_examples[int(perm[pos])]))
+            out.append((j, self.train_examples[int(self._permutation(epoch)[pos])]))
         return out
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if getattr(self, "_perm_epoch", None) != epoch:  # one shuffle per epoch, not per prompt
+            g = torch.Generator().manual_seed(stream_key(self.cfg.seed, epoch) % (2**63))
+            self._perm, self._perm_epoch = torch.randperm(len(self.train_examples), generator=g), epoch
+        return self._perm
 
     # --- one step -------------------------------------------------------------------------
     def rollout(self, step: int) -> tuple[list, Rollout]:
@@ -223,11 +228,7 @@ class GRPOTrainer:
             raise FileNotFoundError(f"{self.out} has no checkpoint to resume from (no 'latest' file)")
         ckpt = self.out / latest.read_text().strip()
         state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
-        from .adapter_file import _assign_payload, _verify, read
-
-        info = read(ckpt / "adapter.safetensors")
-        _verify(self.model, info, strict=True)
-        _assign_payload(self.model, {k: t.float() for k, t in info.tensors.items()})
+        load_adapter(self.model, ckpt / "adapter.safetensors")  # verifies config, modules and base
         self.opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
