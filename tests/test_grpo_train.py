@@ -151,6 +151,21 @@ def test_config_round_trip_and_overrides(tmp_path):
         TrainConfig.from_dict(apply_overrides(cfg.to_dict(), ["adapter.u=0"]))
 
 
+def test_config_numbers_written_like_1e_2_are_numbers(tmp_path):
+    # YAML 1.1 reads 1e-2 (no dot) as a string; a user writing lr=1e-2 means a number.
+    from tinylora.train_config import apply_overrides
+
+    c = TrainConfig.from_dict(apply_overrides({}, ["lr=1e-2", "temperature=1", "steps=3"]))
+    assert c.lr == 0.01 and type(c.temperature) is float and c.steps == 3
+    (tmp_path / "c.yaml").write_text("lr: 3e-3\nclip_high: 4e-1\n")
+    c = TrainConfig.from_yaml(tmp_path / "c.yaml")
+    assert c.lr == 0.003 and c.clip_high == 0.4
+    for bad, field in (("lr=fast", "lr"), ("steps=abc", "steps"), ("eval_limit=2.5", "eval_limit"),
+                       ("steps=1e3", "steps")):
+        with pytest.raises(ValueError, match=f"^{field} must be"):
+            TrainConfig.from_dict(apply_overrides({}, [bad]))
+
+
 def test_shipped_toy_config_is_the_default():
     from pathlib import Path
 

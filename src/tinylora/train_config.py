@@ -56,6 +56,7 @@ class TrainConfig:
     out_dir: str = "runs/toy-grpo"
 
     def __post_init__(self) -> None:
+        self._coerce_scalars()
         self.adapter_config()  # validates the adapter section
         checks = [
             (self.algo in ("grpo",), f"algo must be 'grpo', got {self.algo!r}"),
@@ -77,6 +78,26 @@ class TrainConfig:
 
     def adapter_config(self) -> AdapterConfig:
         return config_from_dict(self.adapter)
+
+    def _coerce_scalars(self) -> None:
+        """Numbers written ``1e-2`` arrive as strings (YAML 1.1 wants ``1.0e-2``): convert or refuse."""
+        kinds = {"int": int, "float": float, "bool": bool, "str": str}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            names = [t.strip() for t in str(f.type).split("|")]
+            if value is None and "None" in names:
+                continue
+            want = [kinds[n] for n in names if n in kinds]
+            if not want or any(type(value) is t for t in want):
+                continue
+            if float in want and isinstance(value, (int, str)) and not isinstance(value, bool):
+                try:
+                    setattr(self, f.name, float(value))
+                    continue
+                except ValueError:
+                    pass
+            raise ValueError(f"{f.name} must be {' or '.join(n for n in names if n in kinds or n == 'None')}, "
+                             f"got {value!r}")
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.adapter["method"]]
