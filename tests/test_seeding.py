@@ -1,3 +1,6 @@
+import math
+
+import pytest
 import torch
 
 from tinylora import seeding
@@ -40,3 +43,41 @@ def test_sign_vector():
     s = seeding.sign_vector(1000, 1)
     assert torch.allclose(s.abs() * 1000**0.5, torch.ones(1000, dtype=torch.float64))
     assert torch.equal(s, seeding.sign_vector(1000, 1)) and not torch.equal(s, seeding.sign_vector(1000, 2))
+
+
+def test_counter_uniform_is_per_row_and_uniform():
+    from tinylora.seeding import counter_uniform, key_halves
+
+    seeds = list(range(50_000))
+    hi, lo = key_halves(seeds)
+    u = counter_uniform(hi, lo, 3)
+    assert u.dtype == torch.float64 and float(u.min()) >= 0 and float(u.max()) < 1
+    # a row's number does not depend on the batch it is in
+    h1, l1 = key_halves([seeds[1234]])
+    assert counter_uniform(h1, l1, 3).item() == u[1234].item()
+    assert counter_uniform(hi, lo, 4)[1234].item() != u[1234].item()
+    # 20 equal bins, each within 5 sigma of 2,500; consecutive counters uncorrelated
+    counts = torch.bincount((u * 20).long(), minlength=20).double()
+    assert float((counts - 2500).abs().max()) < 5 * math.sqrt(2500 * 0.95)
+    v = counter_uniform(hi, lo, 4)
+    assert abs(float(torch.corrcoef(torch.stack([u, v]))[0, 1])) < 0.02
+    with pytest.raises(ValueError):
+        counter_uniform(hi, lo, -1)
+
+
+def test_seeded_sampler_draws_from_the_distribution():
+    from tinylora.generation import Sampling, SeededSampler
+
+    n = 40_000
+    scores = torch.tensor([[0.0, 1.0, 2.0, float("-inf"), 0.5]]).repeat(n, 1)
+    p = torch.softmax(scores[0], -1)
+    out = SeededSampler(list(range(n)), Sampling(1.0, 1.0, 1))(None, scores)
+    assert torch.isinf(out).sum(-1).eq(4).all()  # exactly one token left per row
+    freq = torch.bincount(out.argmax(-1), minlength=5).double() / n
+    assert freq[3] == 0 and torch.allclose(freq, p.double(), atol=5 * math.sqrt(0.25 / n))
+    # top-p 0.7 keeps the two most likely tokens (0.629 < 0.7 ≤ 0.629 + 0.232)
+    top = SeededSampler(list(range(n)), Sampling(1.0, 0.7, 1))(None, scores).argmax(-1)
+    assert set(top.unique().tolist()) == {1, 2}
+    # the same seed and step give the same token whatever else is in the batch
+    one = SeededSampler([7], Sampling(1.0, 1.0, 1))(None, scores[:1]).argmax(-1)
+    assert one.item() == out[7].argmax().item()

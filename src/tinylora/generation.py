@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .model import is_attached, merged
+from .seeding import counter_uniform, key_halves
 
 
 @dataclass
@@ -22,16 +23,27 @@ class Sampling:
 
 
 class SeededSampler:
-    """A logits processor that samples each row with its own ``torch.Generator``.
+    """A logits processor that samples each row from its own counter-based random stream.
 
-    It returns scores that are −inf except at the sampled token, so HF's greedy search "picks" our
-    sample; it also records the sampled token's log-prob under softmax(scores / T) (top-p applied).
+    Row i's t-th token uses the uniform number ``counter_uniform(key(seed_i), t)`` and inverse-CDF
+    sampling, so a sample depends only on its seed and the logits — not on batch composition or
+    generator state — and the whole batch is sampled in one vectorised call (a per-row
+    ``torch.Generator`` loop cost more than the model itself on small models). It returns scores that
+    are −inf except at the sampled token, so HF's greedy search "picks" our sample, and records the
+    sampled token's log-prob under softmax(scores / T) (top-p applied).
     """
 
     def __init__(self, seeds: list[int], sampling: Sampling):
-        self.gens = [torch.Generator(device="cpu").manual_seed(int(s) % (2**63)) for s in seeds]
+        self.hi, self.lo = key_halves(seeds)
         self.sampling = sampling
-        self.logprobs: list[list[float]] = [[] for _ in seeds]
+        self.t = 0
+        self._picked: list[torch.Tensor] = []
+
+    @property
+    def logprobs(self) -> list[list[float]]:
+        if not self._picked:
+            return [[] for _ in range(len(self.hi))]
+        return torch.stack(self._picked, dim=1).tolist()
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         s = self.sampling
@@ -44,13 +56,15 @@ class SeededSampler:
             sorted_lp = sorted_lp.masked_fill(drop, float("-inf"))
             logp = torch.full_like(logp, float("-inf")).scatter(-1, idx, sorted_lp)
             logp = torch.log_softmax(logp, dim=-1)
-        probs = logp.exp().cpu()
-        toks = torch.tensor([int(torch.multinomial(probs[i], 1, generator=g)) for i, g in enumerate(self.gens)])
-        picked = logp.gather(-1, toks.to(logp.device)[:, None]).squeeze(-1).tolist()
-        for lst, lp in zip(self.logprobs, picked):
-            lst.append(lp)
+        u = counter_uniform(self.hi, self.lo, self.t).to(logp.device)
+        self.t += 1
+        cdf = logp.double().exp().cumsum(dim=-1)
+        # right=True: the first index whose cdf exceeds u·total, so a zero-probability token
+        # (an empty interval) is never picked.
+        toks = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_max(cdf.shape[-1] - 1)
+        self._picked.append(logp.gather(-1, toks).squeeze(-1).cpu())
         out = torch.full_like(scores, float("-inf"))
-        out.scatter_(-1, toks.to(scores.device)[:, None], 0.0)
+        out.scatter_(-1, toks.to(scores.device), 0.0)
         return out
 
 

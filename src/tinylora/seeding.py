@@ -63,3 +63,36 @@ def sign_vector(n: int, salt: int) -> torch.Tensor:
     h = (h ^ (h >> 12)) * 0x297A2D39 & 0xFFFFFFFF
     h = h ^ (h >> 15)
     return ((h & 1) * 2 - 1).to(torch.float64) / math.sqrt(n)
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(h: torch.Tensor) -> torch.Tensor:
+    """lowbias32 (C. Wellons) on int64 tensors holding 32-bit values; no product exceeds 2^63."""
+    h = h ^ (h >> 16)
+    h = (h * 0x21F0AAAD) & _M32
+    h = h ^ (h >> 15)
+    h = (h * 0x735A2D97) & _M32
+    return h ^ (h >> 15)
+
+
+def key_halves(seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each seed's SplitMix64 stream key, split into 32-bit halves (int64 tensors) for :func:`counter_uniform`."""
+    keys = [stream_key(int(s) % (1 << 63)) for s in seeds]
+    return (torch.tensor([k >> 32 for k in keys], dtype=torch.int64),
+            torch.tensor([k & _M32 for k in keys], dtype=torch.int64))
+
+
+def counter_uniform(hi: torch.Tensor, lo: torch.Tensor, t: int) -> torch.Tensor:
+    """Uniform [0, 1) float64 with 53 random bits for every row's key at counter ``t``.
+
+    Counter-based: row i's number depends only on (its key, t) — not on the batch it sits in, on
+    the device, or on any generator state — so one vectorised call serves a whole batch of
+    independently seeded samples. Integer ops only, exact on every device.
+    """
+    if t < 0:
+        raise ValueError(f"counter must be non-negative, got {t}")
+    a = _mix32(hi ^ _mix32(torch.full_like(hi, (2 * t) & _M32)))
+    b = _mix32(lo ^ _mix32(torch.full_like(lo, (2 * t + 1) & _M32)) ^ a)
+    return ((a >> 5) * 67108864 + (b >> 6)).to(torch.float64) * 2.0**-53
