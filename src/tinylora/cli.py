@@ -104,7 +104,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train_config import TrainConfig, apply_overrides
-    from .trainer import GRPOTrainer, format_report
+    from .trainer import format_report, make_trainer
+
+    if args.algo:
+        args.overrides = [f"algo={args.algo}", *args.overrides]
 
     if args.resume:
         run = Path(args.resume)
@@ -115,10 +118,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig.from_yaml(args.config, args.overrides)
     else:
         cfg = TrainConfig.from_dict(apply_overrides(TrainConfig().to_dict(), args.overrides))
+    samples = (f" × {cfg.group_size} samples" if cfg.algo == "grpo" or cfg.sft_source == "rejection"
+               else " (reference solutions)")
     print(f"tinylora train: {cfg.algo} on {cfg.task} with {cfg.model}, adapter {cfg.adapter}, "
-          f"{cfg.steps} steps × {cfg.prompts_per_step} prompts × {cfg.group_size} samples, lr {cfg.learning_rate():g}; "
+          f"{cfg.steps} steps × {cfg.prompts_per_step} prompts{samples}, lr {cfg.learning_rate():g}; "
           f"run directory {cfg.out_dir}")
-    trainer = GRPOTrainer(cfg)
+    trainer = make_trainer(cfg)
     try:
         summary = trainer.train(resume=bool(args.resume))
     except KeyboardInterrupt:
@@ -195,12 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser(
-        "train", help="GRPO training (the main job); no arguments: 13 parameters on the toy world",
-        description="Train an adapter with GRPO and a verifiable reward. With no arguments: the shipped toy "
-                    "backbone on the arith task with TinyLoRA u=13 tied 'all' (13 parameters), evaluated before and "
-                    "after. Every hyperparameter is a key of one config (see configs/); override with key=value, "
-                    "nested keys with dots (adapter.u=4).")
+        "train", help="GRPO (the main job) or SFT training; no arguments: 13 parameters on the toy world",
+        description="Train an adapter with GRPO and a verifiable reward, or with SFT (--algo sft) on the task's "
+                    "reference solutions (or, sft_source=rejection, on the model's own correct samples). With no "
+                    "arguments: GRPO with the shipped toy backbone on the arith task with TinyLoRA u=13 tied 'all' "
+                    "(13 parameters), evaluated before and after. Every hyperparameter is a key of one config (see "
+                    "configs/); override with key=value, nested keys with dots (adapter.u=4).")
     s.add_argument("--config", help="YAML config (configs/toy-grpo.yaml is the default run)")
+    s.add_argument("--algo", choices=["grpo", "sft"], help="shorthand for the override algo=…")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. steps=100 lr=0.01 adapter.u=4")
     s.set_defaults(func=_cmd_train)

@@ -21,7 +21,8 @@ class TrainConfig:
     task: str = "arith"
     task_args: dict[str, Any] = field(default_factory=dict)
     adapter: dict[str, Any] = field(default_factory=lambda: TinyLoRAConfig(u=13, tying="all").to_dict())
-    algo: str = "grpo"
+    algo: str = "grpo"  # or "sft"
+    sft_source: str = "reference"  # sft: the task's reference solutions, or "rejection": own correct samples
     # GRPO
     steps: int = 60
     prompts_per_step: int = 16  # B
@@ -59,7 +60,9 @@ class TrainConfig:
         self._coerce_scalars()
         self.adapter_config()  # validates the adapter section
         checks = [
-            (self.algo in ("grpo",), f"algo must be 'grpo', got {self.algo!r}"),
+            (self.algo in ("grpo", "sft"), f"algo must be 'grpo' or 'sft', got {self.algo!r}"),
+            (self.sft_source in ("reference", "rejection"),
+             f"sft_source must be 'reference' or 'rejection', got {self.sft_source!r}"),
             (self.steps >= 1 and self.prompts_per_step >= 1 and self.group_size >= 1, "steps, prompts_per_step "
              "and group_size must be positive"),
             (self.temperature > 0, "temperature must be > 0 for sampling"),

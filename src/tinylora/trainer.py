@@ -84,11 +84,20 @@ def completion_logprobs(model, batch: Batch, temperature: float) -> torch.Tensor
     return token_logprobs(logits[:, :-1], batch.targets.to(device), temperature)
 
 
-class GRPOTrainer:
+class Trainer:
+    """What every algorithm shares: model + adapter, optimizer and schedule, the data order,
+    checkpoints and resume, evaluation before/after, the loop and its report. Subclasses define
+    ``train_step(step) -> metrics`` and which metric is the run's curve (``curve``)."""
+
+    algo = ""
+    curve = "loss"  # the metric summarised first fifth → last fifth in the report
+
     def __init__(self, cfg: TrainConfig, *, model=None, tokenizer=None, task=None,
                  backend: RolloutBackend | None = None, progress: bool = True):
         from .loading import load_model, load_tokenizer
 
+        if cfg.algo != self.algo:
+            raise ValueError(f"{type(self).__name__} runs algo={self.algo!r}, the config says {cfg.algo!r}")
         self.cfg = cfg
         self.progress = progress
         torch.manual_seed(cfg.seed)
@@ -132,75 +141,28 @@ class GRPOTrainer:
             self._perm, self._perm_epoch = torch.randperm(len(self.train_examples), generator=g), epoch
         return self._perm
 
-    # --- one step -------------------------------------------------------------------------
-    def rollout(self, step: int) -> tuple[list, Rollout]:
-        cfg = self.cfg
-        chosen = self.examples_for(step)
-        prompts = [self.task.prompt(e, self.tokenizer) for _, e in chosen]
-        seeds = [stream_key(cfg.seed, step, j, s) for j, _ in chosen for s in range(cfg.group_size)]
-        sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
-        return chosen, self.backend.generate(prompts, cfg.group_size, sampling, seeds)
-
+    # --- one step (the algorithm) ----------------------------------------------------------
     def train_step(self, step: int) -> dict[str, Any]:
-        cfg = self.cfg
-        t0 = time.time()
-        chosen, ro = self.rollout(step)
-        refs = [e.answer for _, e in chosen for _ in range(cfg.group_size)]
-        rewards = torch.tensor(self.reward(ro.texts, refs)).view(len(chosen), cfg.group_size)
-        adv, zero_std = group_advantages(rewards, cfg.scale_std)
-        adv = adv.reshape(-1)
-        t_rollout = time.time() - t0
+        raise NotImplementedError
 
-        lengths = [len(c) for c in ro.completion_ids]
-        total_tokens, num_seqs = float(sum(lengths)), float(len(lengths))
-        active = [i for i in range(len(lengths)) if adv[i] != 0 or cfg.kl_coef > 0]
-        chunks = [active[i:i + cfg.micro_batch_size] for i in range(0, len(active), cfg.micro_batch_size)]
-        pad = self.tokenizer.pad_token_id
-        batches = [build_batch([ro.prompt_ids[i] for i in c], [ro.completion_ids[i] for i in c], pad) for c in chunks]
-        old = ref = None
-        if cfg.num_iterations > 1:
-            with torch.no_grad():
-                old = [completion_logprobs(self.model, b, cfg.temperature) for b in batches]
-        if cfg.kl_coef > 0:
-            with torch.no_grad(), disabled(self.model):
-                ref = [completion_logprobs(self.model, b, cfg.temperature) for b in batches]
+    def optimizer_step(self, step: int) -> float:
+        """Clip, set this step's learning rate, step AdamW; returns the pre-clip gradient norm."""
+        for p in self.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip))
+        for gr in self.opt.param_groups:
+            gr["lr"] = self.lr_at(step)
+        self.opt.step()
+        return grad_norm
 
-        self.model.train()
-        stats = {"clip_frac": 0.0, "kl": 0.0, "loss": 0.0}
-        grad_norm = 0.0
-        for _ in range(cfg.num_iterations):
-            self.opt.zero_grad(set_to_none=True)
-            for k, (c, b) in enumerate(zip(chunks, batches)):
-                logp = completion_logprobs(self.model, b, cfg.temperature)
-                loss, st = policy_loss(
-                    logp, old[k] if old is not None else logp.detach(), adv[c], b.mask.to(logp.device),
-                    clip_low=cfg.clip_low, clip_high=cfg.clip_high, aggregation=cfg.loss_aggregation,
-                    ref_logp=ref[k] if ref is not None else None, kl_coef=cfg.kl_coef,
-                    total_tokens=total_tokens, num_seqs=num_seqs, max_len=cfg.max_new_tokens)
-                loss.backward()
-                w = float(b.mask.sum()) / max(total_tokens, 1.0)
-                stats["loss"] += float(loss.detach())
-                stats["clip_frac"] += st["clip_frac"] * w / cfg.num_iterations
-                stats["kl"] += st.get("kl", 0.0) * w / cfg.num_iterations
-            for p in self.params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip))
-            for gr in self.opt.param_groups:
-                gr["lr"] = self.lr_at(step)
-            self.opt.step()
+    def postfix(self, m: dict[str, Any]) -> dict[str, str]:
+        return {"loss": f"{m['loss']:.4f}"}
 
-        r = rewards.float()
-        metrics = {
-            "step": step, "reward_mean": float(r.mean()), "reward_std": float(r.std()) if r.numel() > 1 else 0.0,
-            "accuracy": float((r >= 1.0).float().mean()), "response_length": sum(lengths) / len(lengths),
-            "frac_zero_std": float(zero_std.float().mean()), "clip_frac": stats["clip_frac"], "kl": stats["kl"],
-            "loss": stats["loss"] / cfg.num_iterations, "grad_norm": grad_norm, "lr": self.lr_at(step),
-            "rollout_s": round(t_rollout, 3), "step_s": round(time.time() - t0, 3),
-        }
+    def adapter_values(self) -> dict[str, Any]:
         if sum(p.numel() for p in self.params) <= 64:
-            metrics["adapter"] = [round(x, 6) for p in self.params for x in p.detach().flatten().tolist()]
-        return metrics
+            return {"adapter": [round(x, 6) for p in self.params for x in p.detach().flatten().tolist()]}
+        return {}
 
     # --- checkpoints ----------------------------------------------------------------------
     def save_checkpoint(self, step_done: int) -> Path:
@@ -264,7 +226,7 @@ class GRPOTrainer:
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.steps, initial=self.step, desc="grpo", unit="step", dynamic_ncols=True)
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=self.algo, unit="step", dynamic_ncols=True)
         history = []
         try:
             while self.step < cfg.steps:
@@ -275,7 +237,7 @@ class GRPOTrainer:
                 self.step += 1
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(reward=f"{m['reward_mean']:.3f}", zero_std=f"{m['frac_zero_std']:.2f}")
+                    bar.set_postfix(self.postfix(m))
                 if self._stop:
                     path = self.save_checkpoint(self.step)
                     print(f"\ninterrupted: checkpoint saved to {path}; continue with --resume {self.out}")
@@ -295,8 +257,8 @@ class GRPOTrainer:
         summary = {
             "accuracy_before": before["accuracy"] if before else None,
             "accuracy_after": after["accuracy"], "ci95_after": after["ci95"],
-            "reward_first": sum(m["reward_mean"] for m in head) / len(head),
-            "reward_last": sum(m["reward_mean"] for m in tail) / len(tail),
+            "curve": self.curve, "curve_first": sum(m[self.curve] for m in head) / len(head),
+            "curve_last": sum(m[self.curve] for m in tail) / len(tail), "algo": self.algo,
             "trainable_parameters": sum(p.numel() for p in self.params),
             "adapter_bytes": update_bytes(self.model, cfg.save_dtype), "adapter_path": str(adapter_path),
             "values": [x for p in self.params for x in p.detach().flatten().tolist()][:64],
@@ -304,6 +266,86 @@ class GRPOTrainer:
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+
+class GRPOTrainer(Trainer):
+    """GRPO (see the module docstring for every departure from the textbook algorithm)."""
+
+    algo = "grpo"
+    curve = "reward_mean"
+
+    def postfix(self, m: dict[str, Any]) -> dict[str, str]:
+        return {"reward": f"{m['reward_mean']:.3f}", "zero_std": f"{m['frac_zero_std']:.2f}"}
+
+    # --- one step -------------------------------------------------------------------------
+    def rollout(self, step: int) -> tuple[list, Rollout]:
+        cfg = self.cfg
+        chosen = self.examples_for(step)
+        prompts = [self.task.prompt(e, self.tokenizer) for _, e in chosen]
+        seeds = [stream_key(cfg.seed, step, j, s) for j, _ in chosen for s in range(cfg.group_size)]
+        sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
+        return chosen, self.backend.generate(prompts, cfg.group_size, sampling, seeds)
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.time()
+        chosen, ro = self.rollout(step)
+        refs = [e.answer for _, e in chosen for _ in range(cfg.group_size)]
+        rewards = torch.tensor(self.reward(ro.texts, refs)).view(len(chosen), cfg.group_size)
+        adv, zero_std = group_advantages(rewards, cfg.scale_std)
+        adv = adv.reshape(-1)
+        t_rollout = time.time() - t0
+
+        lengths = [len(c) for c in ro.completion_ids]
+        total_tokens, num_seqs = float(sum(lengths)), float(len(lengths))
+        active = [i for i in range(len(lengths)) if adv[i] != 0 or cfg.kl_coef > 0]
+        chunks = [active[i:i + cfg.micro_batch_size] for i in range(0, len(active), cfg.micro_batch_size)]
+        pad = self.tokenizer.pad_token_id
+        batches = [build_batch([ro.prompt_ids[i] for i in c], [ro.completion_ids[i] for i in c], pad) for c in chunks]
+        old = ref = None
+        if cfg.num_iterations > 1:
+            with torch.no_grad():
+                old = [completion_logprobs(self.model, b, cfg.temperature) for b in batches]
+        if cfg.kl_coef > 0:
+            with torch.no_grad(), disabled(self.model):
+                ref = [completion_logprobs(self.model, b, cfg.temperature) for b in batches]
+
+        self.model.train()
+        stats = {"clip_frac": 0.0, "kl": 0.0, "loss": 0.0}
+        grad_norm = 0.0
+        for _ in range(cfg.num_iterations):
+            self.opt.zero_grad(set_to_none=True)
+            for k, (c, b) in enumerate(zip(chunks, batches)):
+                logp = completion_logprobs(self.model, b, cfg.temperature)
+                loss, st = policy_loss(
+                    logp, old[k] if old is not None else logp.detach(), adv[c], b.mask.to(logp.device),
+                    clip_low=cfg.clip_low, clip_high=cfg.clip_high, aggregation=cfg.loss_aggregation,
+                    ref_logp=ref[k] if ref is not None else None, kl_coef=cfg.kl_coef,
+                    total_tokens=total_tokens, num_seqs=num_seqs, max_len=cfg.max_new_tokens)
+                loss.backward()
+                w = float(b.mask.sum()) / max(total_tokens, 1.0)
+                stats["loss"] += float(loss.detach())
+                stats["clip_frac"] += st["clip_frac"] * w / cfg.num_iterations
+                stats["kl"] += st.get("kl", 0.0) * w / cfg.num_iterations
+            grad_norm = self.optimizer_step(step)
+
+        r = rewards.float()
+        metrics = {
+            "step": step, "reward_mean": float(r.mean()), "reward_std": float(r.std()) if r.numel() > 1 else 0.0,
+            "accuracy": float((r >= 1.0).float().mean()), "response_length": sum(lengths) / len(lengths),
+            "frac_zero_std": float(zero_std.float().mean()), "clip_frac": stats["clip_frac"], "kl": stats["kl"],
+            "loss": stats["loss"] / cfg.num_iterations, "grad_norm": grad_norm, "lr": self.lr_at(step),
+            "rollout_s": round(t_rollout, 3), "step_s": round(time.time() - t0, 3),
+        }
+        metrics.update(self.adapter_values())
+        return metrics
+
+
+def make_trainer(cfg: TrainConfig, **kw) -> Trainer:
+    """The trainer for ``cfg.algo`` (``grpo`` or ``sft``)."""
+    from .sft import SFTTrainer
+
+    return {"grpo": GRPOTrainer, "sft": SFTTrainer}[cfg.algo](cfg, **kw)
 
 
 def _main_thread() -> bool:
@@ -320,7 +362,8 @@ def format_report(s: dict[str, Any]) -> str:
                      f"{100 * s['ci95_after'][0]:.1f}–{100 * s['ci95_after'][1]:.1f}%)")
     else:
         lines.append(f"accuracy after: {100 * s['accuracy_after']:.1f}%")
-    lines.append(f"reward: {s['reward_first']:.3f} (first fifth of steps) → {s['reward_last']:.3f} (last fifth)")
+    lines.append(f"{s['curve'].replace('_mean', '')}: {s['curve_first']:.3f} (first fifth of steps) → "
+                 f"{s['curve_last']:.3f} (last fifth)")
     lines.append(f"{s['method']}: {s['trainable_parameters']} trained parameters, {s['adapter_bytes']} bytes "
                  f"→ {s['adapter_path']}")
     if s["trainable_parameters"] <= 64:

@@ -127,6 +127,13 @@ class Task:
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return (f"{self.system}\n\n" if self.system else "") + user
 
+    def reference_completion(self, example: Example) -> str:
+        """The text SFT teaches after :meth:`prompt` (the model's EOS is appended by the trainer)."""
+        if not example.solution:
+            raise TaskDataError(f"task {self.name!r}: example {example.id!r} has no reference solution for SFT; "
+                                "use sft_source=rejection (the model's own correct samples) instead")
+        return example.solution
+
     def truncate(self, completion: str) -> str:
         cut = min((i for i in (completion.find(s) for s in self.stop) if i >= 0), default=len(completion))
         return completion[:cut]

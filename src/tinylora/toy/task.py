@@ -47,6 +47,9 @@ class ArithTask(GSM8K):
         text = self.template.format(question=example.question)
         return text + (" " + FORCED_STEP_PREFIX if self.forced else "")
 
+    def reference_completion(self, example: Example) -> str:
+        return " " + super().reference_completion(example)  # the prompt ends with "A:"
+
     def config(self):
         return {**super().config(), "seed": self.seed, "n_train": self.n_train, "n_test": self.n_test,
                 "forced": self.forced, "reference_style": self.reference_style, "arith": self.arith.to_dict()}

@@ -1,0 +1,96 @@
+"""Supervised fine-tuning on the same parameterizations, prompts, config and run directory as GRPO.
+
+The paper's baseline: SFT needs 100–1000× larger updates than RL for the same accuracy. Two
+sources of targets, so the comparison can separate "how dense is the signal" from "whose style":
+
+- ``sft_source="reference"``: the task's reference solutions (:meth:`Task.reference_completion`),
+  which differ from the model's own habits as real SFT data does (the toy world's are in a style
+  the backbone never saw).
+- ``sft_source="rejection"``: the model's own correct samples (rejection-sampling fine-tuning,
+  online as in RAFT): each step samples G completions per prompt from the current policy with
+  the run's seeded sampler, keeps those the task scores 1, and trains on them. Prompts with no
+  correct sample contribute nothing that step.
+
+Loss: cross-entropy on the completion tokens only (prompt tokens are masked), averaged over all
+completion tokens of the step, so gradient accumulation over micro-batches gives exactly the
+full-batch gradient (the same token-mean normaliser as GRPO's default).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from .rollout import Sampling
+from .seeding import stream_key
+from .trainer import Batch, Trainer, build_batch, completion_logprobs
+
+
+def sft_loss(model, batch: Batch, total_tokens: float | None = None) -> torch.Tensor:
+    """Sum of −log p over the batch's completion tokens / ``total_tokens`` (default: this batch's)."""
+    logp = completion_logprobs(model, batch, temperature=1.0)
+    mask = batch.mask.to(logp.device)
+    denom = float(mask.sum()) if total_tokens is None else total_tokens
+    return -(logp * mask).sum() / max(denom, 1.0)
+
+
+class SFTTrainer(Trainer):
+    algo = "sft"
+    curve = "loss"
+
+    def postfix(self, m: dict[str, Any]) -> dict[str, str]:
+        out = {"loss": f"{m['loss']:.4f}"}
+        if "kept" in m:
+            out["kept"] = f"{m['kept']:.2f}"
+        return out
+
+    def targets(self, step: int) -> tuple[list[str], list[str], dict[str, Any]]:
+        """(prompts, completions, metrics) to train on at this step."""
+        cfg = self.cfg
+        chosen = self.examples_for(step)
+        prompts = [self.task.prompt(e, self.tokenizer) for _, e in chosen]
+        if cfg.sft_source == "reference":
+            return prompts, [self.task.reference_completion(e) for _, e in chosen], {}
+        seeds = [stream_key(cfg.seed, step, j, s) for j, _ in chosen for s in range(cfg.group_size)]
+        ro = self.backend.generate(prompts, cfg.group_size, Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens),
+                                   seeds)
+        refs = [e.answer for _, e in chosen for _ in range(cfg.group_size)]
+        rewards = self.reward(ro.texts, refs)
+        keep = [i for i, r in enumerate(rewards) if r >= 1.0]
+        self._rollout_ids = [(ro.prompt_ids[i], ro.completion_ids[i]) for i in keep]
+        return ([prompts[i // cfg.group_size] for i in keep], [ro.texts[i] for i in keep],
+                {"reward_mean": sum(rewards) / len(rewards), "kept": len(keep) / len(rewards)})
+
+    def token_ids(self, prompts: list[str], completions: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+        if self.cfg.sft_source == "rejection":  # train on exactly the sampled tokens (EOS included)
+            pairs = self._rollout_ids
+            return [list(p) for p, _ in pairs], [list(c) for _, c in pairs]
+        tok = self.tokenizer
+        chat = bool(getattr(tok, "chat_template", None))
+        p_ids = [tok(p, add_special_tokens=not chat)["input_ids"] for p in prompts]
+        c_ids = [tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in completions]
+        return p_ids, c_ids
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.time()
+        prompts, completions, extra = self.targets(step)
+        p_ids, c_ids = self.token_ids(prompts, completions)
+        total = float(sum(len(c) for c in c_ids))
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for i in range(0, len(c_ids), cfg.micro_batch_size):
+            b = build_batch(p_ids[i:i + cfg.micro_batch_size], c_ids[i:i + cfg.micro_batch_size],
+                            self.tokenizer.pad_token_id)
+            loss = sft_loss(self.model, b, total_tokens=total)
+            loss.backward()
+            loss_sum += float(loss.detach())
+        grad_norm = self.optimizer_step(step) if c_ids else 0.0
+        metrics = {"step": step, "loss": loss_sum, "tokens": int(total), "sequences": len(c_ids),
+                   "grad_norm": grad_norm, "lr": self.lr_at(step), "step_s": round(time.time() - t0, 3), **extra}
+        metrics.update(self.adapter_values())
+        return metrics
+
