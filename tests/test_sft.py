@@ -84,6 +84,9 @@ def test_sft_resume_gives_the_same_adapter(memorise_setup, tmp_path):
                          progress=False)
     resumed.train(resume=True)
     assert (tmp_path / "a" / "adapter.safetensors").read_bytes() == (tmp_path / "b" / "adapter.safetensors").read_bytes()
+    again = SFTTrainer(sft_cfg(memorise_setup, steps=6, eval_before=False, out_dir=str(tmp_path / "a")), progress=False)
+    with pytest.raises(ValueError, match="already holds a run"):  # a finished run is never appended to
+        again.train()
 
 
 def test_rejection_sft_trains_on_own_correct_samples(tiny_run_setup, tmp_path):  # noqa: F811

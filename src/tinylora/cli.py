@@ -102,6 +102,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import SweepConfig, collect, command_line, report, run_sweep, write_table
+
+    sweep = SweepConfig.from_yaml(args.config)
+    if args.out:
+        sweep.out_dir = args.out
+    points = sweep.points()
+    print(f"tinylora sweep: {len(points)} points → {sweep.out_dir}" + (f" (shard {args.shard})" if args.shard else ""))
+    if args.report_only:
+        rows = collect(sweep)
+        write_table(rows, Path(sweep.out_dir))
+    else:
+        try:
+            rows = run_sweep(sweep, shard=args.shard)
+        except KeyboardInterrupt:
+            print("interrupted; run the same command again to finish the remaining points")
+            return 130
+    path = report(sweep, rows, command_line())
+    print(f"{len(rows)} result rows; table {Path(sweep.out_dir) / 'results.csv'}, report {path}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train_config import TrainConfig, apply_overrides
     from .trainer import format_report, make_trainer
@@ -211,6 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. steps=100 lr=0.01 adapter.u=4")
     s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser(
+        "sweep", help="a grid of training runs and the accuracy-vs-bytes report",
+        description="Run every point of a grid (method × u × tying × r × algo × lr × seed …; see configs/sweep-toy.yaml), "
+                    "each a normal run directory under OUT/points/. Finished points are skipped and interrupted ones "
+                    "resumed, so the same command continues a sweep. Writes results.csv/json, accuracy_vs_bytes.png "
+                    "and report.md.")
+    s.add_argument("--config", required=True, help="sweep YAML: base (TrainConfig keys), grid (key → list), out_dir, "
+                                                   "storage_dtypes")
+    s.add_argument("--out", help="override the sweep's out_dir")
+    s.add_argument("--shard", metavar="I/N", help="run only points k with k %% N == I (start N processes for N shards)")
+    s.add_argument("--report-only", action="store_true", help="rebuild the table and report from finished points")
+    s.set_defaults(func=_cmd_sweep)
 
     toy = sub.add_parser("toy", help="the CPU world: pretrain or evaluate the toy backbone")
     toy_sub = toy.add_subparsers(dest="toy_command", required=True, metavar="TOY_COMMAND")

@@ -212,8 +212,9 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self.resume()
-        elif (self.out / "latest").exists():
-            raise ValueError(f"{self.out} already holds a run; resume it with --resume, or choose another out_dir")
+        elif (self.out / "latest").exists() or (self.out / "metrics.jsonl").exists():
+            raise ValueError(f"{self.out} already holds a run; resume it with --resume (when it has a checkpoint), "
+                             "or choose another out_dir")
         (self.out / "config.yaml").write_text(cfg.to_yaml())
         (self.out / "versions.json").write_text(json.dumps(versions(), indent=2))
         before = self.evaluate("eval_before") if cfg.eval_before else None

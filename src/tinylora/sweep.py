@@ -1,0 +1,301 @@
+"""Sweeps: a grid of training runs, each a normal run directory, and the accuracy-vs-bytes report.
+
+A sweep file holds a ``base`` (TrainConfig keys, dotted for nested ones) and a ``grid`` (dotted
+key → list of values); every combination is one point. Points run one after another (or are
+split across processes with ``shard="i/n"``); a point whose ``summary.json`` exists is skipped,
+one with a checkpoint is resumed, so re-running a sweep after a kill finishes only what is left.
+
+Storage precision: v is trained in fp32; ``storage_dtypes`` also evaluates the same trained values
+rounded to bf16 / fp16, each a row of its own with its own byte count.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .train_config import TrainConfig, apply_overrides
+
+STORAGE_DTYPES = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class SweepConfig:
+    base: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    out_dir: str = "runs/sweep"
+    storage_dtypes: list[str] = field(default_factory=lambda: ["fp32"])
+
+    def __post_init__(self) -> None:
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"grid key {key!r} needs a non-empty list of values, got {values!r}")
+        bad = [d for d in self.storage_dtypes if d not in STORAGE_DTYPES]
+        if bad or not self.storage_dtypes:
+            raise ValueError(f"storage_dtypes must be a non-empty subset of {STORAGE_DTYPES}, got {self.storage_dtypes}")
+        for point in self.points():  # every point must be a valid TrainConfig, before anything runs
+            point.config(self.out_dir)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SweepConfig:
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        unknown = sorted(set(data) - {"base", "grid", "out_dir", "storage_dtypes"})
+        if unknown:
+            raise ValueError(f"unknown sweep key(s) {unknown}; known: base, grid, out_dir, storage_dtypes")
+        return cls(**data)
+
+    def points(self) -> list[Point]:
+        """The grid's combinations. Adapter keys that the point's method does not have (``u`` for
+        ``lora``, ``r`` for ``full``) are dropped from that point, and the duplicates this makes are
+        kept once, so one grid can cross methods with method-specific knobs."""
+        keys = list(self.grid)
+        out, seen = [], set()
+        for combo in itertools.product(*(self.grid[k] for k in keys)):
+            values = dict(zip(keys, combo))
+            method = values.get("adapter.method", _flat(self.base).get("adapter.method", "tinylora"))
+            known = _adapter_fields(method)
+            values = {k: v for k, v in values.items() if not k.startswith("adapter.") or k[8:] in known}
+            sig = json.dumps(values, sort_keys=True, default=str)
+            if sig not in seen:
+                seen.add(sig)
+                out.append(Point(self.base, values))
+        return out
+
+
+def _adapter_fields(method: str) -> set[str]:
+    import dataclasses
+
+    from .config import CONFIG_CLASSES
+
+    if method not in CONFIG_CLASSES:
+        raise ValueError(f"unknown adapter method {method!r} in the sweep; expected one of {sorted(CONFIG_CLASSES)}")
+    return {"method"} | {f.name for f in dataclasses.fields(CONFIG_CLASSES[method])}
+
+
+@dataclass
+class Point:
+    base: dict[str, Any]
+    values: dict[str, Any]  # the grid coordinates of this point
+
+    @property
+    def id(self) -> str:
+        """Readable and unique: the grid values, then a hash of the full override set."""
+        text = json.dumps(self.values, sort_keys=True, default=str)
+        digest = hashlib.sha256(json.dumps([self.base, self.values], sort_keys=True, default=str).encode()).hexdigest()
+        name = "-".join(f"{k.split('.')[-1]}=" + ("_".join(str(x) for x in v.values()) if isinstance(v, dict) else str(v))
+                        for k, v in self.values.items())
+        safe = "".join(c if c.isalnum() or c in "=-_." else "_" for c in name)[:80]
+        return f"{safe}-{digest[:8]}" if text != "{}" else digest[:8]
+
+    def config(self, sweep_dir: str) -> TrainConfig:
+        merged = {**_flat(self.base), **self.values}
+        known = _adapter_fields(merged.get("adapter.method", "tinylora"))
+        merged = {k: v for k, v in merged.items() if not k.startswith("adapter.") or k[8:] in known}
+        data = TrainConfig().to_dict()
+        if any(k.startswith("adapter.") for k in merged):
+            data["adapter"] = {}  # the adapter is what the sweep says, not the default's leftovers
+        data = apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in merged.items()])
+        data["out_dir"] = str(Path(sweep_dir) / "points" / self.id)
+        return TrainConfig.from_dict(data)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k in ("adapter",):  # nested sections are merged key by key
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    if not shard:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise ValueError(f"shard must look like i/n (e.g. 0/2), got {shard!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"shard i/n needs 0 <= i < n, got {shard!r}")
+    return i, n
+
+
+def run_sweep(sweep: SweepConfig, shard: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Run (or resume) this shard's points, then rebuild the results table from every finished point."""
+    from .trainer import make_trainer
+
+    i, n = parse_shard(shard)
+    out = Path(sweep.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps(asdict(sweep), indent=2, default=str))
+    points = sweep.points()
+    mine = [p for k, p in enumerate(points) if k % n == i]
+    for k, point in enumerate(mine):
+        cfg = point.config(sweep.out_dir)
+        run_dir = Path(cfg.out_dir)
+        if (run_dir / "summary.json").exists():
+            continue
+        if progress:
+            print(f"[sweep {k + 1}/{len(mine)}] {point.id}", flush=True)
+        resume = (run_dir / "latest").exists()
+        if run_dir.exists() and not resume:
+            shutil.rmtree(run_dir)  # an unfinished point without a checkpoint starts over
+        t0 = time.time()
+        trainer = make_trainer(cfg, progress=progress)
+        trainer.train(resume=resume)
+        extra = {"seconds": round(time.time() - t0, 1), "storage": storage_evals(trainer, sweep.storage_dtypes)}
+        (run_dir / "sweep_point.json").write_text(json.dumps({"values": point.values, **extra}, indent=2))
+        # summary.json (written by train) marks the point finished; storage results live beside it
+    rows = collect(sweep)
+    write_table(rows, out)
+    return rows
+
+
+def storage_evals(trainer, dtypes: list[str]) -> dict[str, dict[str, Any]]:
+    """The trained values rounded to each storage dtype: accuracy and exact bytes."""
+    import torch
+
+    from .model import update_bytes
+
+    out = {}
+    saved = [p.detach().clone() for p in trainer.params]
+    for dt in dtypes:
+        if dt == "fp32":
+            acc = json.loads((trainer.out / "eval_after" / "summary.json").read_text())
+        else:
+            torch_dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dt]
+            with torch.no_grad():
+                for p, s in zip(trainer.params, saved):
+                    p.copy_(s.to(torch_dt).to(s.dtype))
+            acc = trainer.evaluate(f"eval_after_{dt}")
+            with torch.no_grad():
+                for p, s in zip(trainer.params, saved):
+                    p.copy_(s)
+        out[dt] = {"accuracy": acc["accuracy"], "ci95": acc["ci95"], "bytes": update_bytes(trainer.model, dt)}
+    return out
+
+
+def collect(sweep: SweepConfig) -> list[dict[str, Any]]:
+    """One row per finished point × storage dtype."""
+    rows = []
+    for point in sweep.points():
+        cfg = point.config(sweep.out_dir)
+        run_dir = Path(cfg.out_dir)
+        if not (run_dir / "sweep_point.json").exists():
+            continue
+        summary = json.loads((run_dir / "summary.json").read_text())
+        extra = json.loads((run_dir / "sweep_point.json").read_text())
+        for dt, ev in extra["storage"].items():
+            rows.append({
+                "point": point.id, **{k: v for k, v in point.values.items()}, "method": summary["method"],
+                "algo": cfg.algo, "lr": cfg.learning_rate(), "seed": cfg.seed, "storage": dt,
+                "trainable_parameters": summary["trainable_parameters"], "bytes": ev["bytes"],
+                "accuracy_before": summary["accuracy_before"], "accuracy": ev["accuracy"],
+                "ci95_low": ev["ci95"][0], "ci95_high": ev["ci95"][1], "seconds": extra["seconds"],
+                "run_dir": str(run_dir),
+            })
+    return rows
+
+
+def write_table(rows: list[dict[str, Any]], out: Path) -> None:
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with (out / "results.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def best_curves(rows: list[dict[str, Any]]) -> dict[str, list[tuple[int, float, float, float]]]:
+    """method/algo[/storage] → [(bytes, accuracy, ci low, ci high)]: per update size, the learning
+    rate with the best mean accuracy over seeds (the paper's selection; here on the evaluation split
+    unless the sweep's base sets ``eval_split`` to a validation split)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["algo"], r["storage"], r["bytes"], r["lr"]), []).append(r)
+    best: dict[tuple, tuple] = {}
+    for (method, algo, storage, nbytes, lr), rs in groups.items():
+        mean = sum(r["accuracy"] for r in rs) / len(rs)
+        lo = sum(r["ci95_low"] for r in rs) / len(rs)
+        hi = sum(r["ci95_high"] for r in rs) / len(rs)
+        key = (method, algo, storage, nbytes)
+        if key not in best or mean > best[key][0]:
+            best[key] = (mean, lo, hi)
+    curves: dict[str, list] = {}
+    for (method, algo, storage, nbytes), (acc, lo, hi) in sorted(best.items(), key=lambda kv: kv[0][3]):
+        name = f"{method} + {algo}" + ("" if storage == "fp32" else f" ({storage})")
+        curves.setdefault(name, []).append((nbytes, acc, lo, hi))
+    return curves
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name, pts in best_curves(rows).items():
+        xs, ys = [p[0] for p in pts], [100 * p[1] for p in pts]
+        err = [[100 * (p[1] - p[2]) for p in pts], [100 * (p[3] - p[1]) for p in pts]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+    base = [r["accuracy_before"] for r in rows if r["accuracy_before"] is not None]
+    if base:
+        ax.axhline(100 * base[0], color="gray", linestyle="--", label="untrained base")
+    ax.set_xscale("log")
+    ax.set_xlabel("update size (bytes, log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy against update size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def report(sweep: SweepConfig, rows: list[dict[str, Any]], command: str | None = None) -> Path:
+    """``accuracy_vs_bytes.png`` and ``report.md`` in the sweep directory."""
+    from .evaluation import versions
+
+    out = Path(sweep.out_dir)
+    png = plot(rows, out / "accuracy_vs_bytes.png") if rows else None
+    lines = ["# Sweep report", ""]
+    if command:
+        lines += ["```", command, "```", ""]
+    if png:
+        lines += [f"![accuracy against update size]({png.name})", ""]
+    lines += ["| method | algo | storage | params | bytes | lr | seed | accuracy | 95% CI |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["method"], r["algo"], r["bytes"], r["lr"], r["seed"])):
+        lines.append(f"| {r['method']} | {r['algo']} | {r['storage']} | {r['trainable_parameters']} | {r['bytes']} | "
+                     f"{r['lr']:g} | {r['seed']} | {100 * r['accuracy']:.1f}% | "
+                     f"{100 * r['ci95_low']:.1f}–{100 * r['ci95_high']:.1f}% |")
+    base = [r["accuracy_before"] for r in rows if r["accuracy_before"] is not None]
+    if base:
+        lines += ["", f"Untrained base: {100 * base[0]:.1f}%."]
+    lines += ["", f"{len(rows)} rows from {len({r['point'] for r in rows})} of {len(sweep.points())} points. "
+              "Per update size the plot keeps the learning rate with the best mean accuracy over seeds.", "",
+              "Sweep:", "```json", json.dumps(asdict(sweep), indent=2, default=str), "```", "",
+              "Versions:", "```json", json.dumps(versions(), indent=2), "```"]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["tinylora", *sys.argv[1:]])

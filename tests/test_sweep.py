@@ -1,0 +1,76 @@
+"""Sweeps: grid expansion, skip-on-resume, and a table + PNG from a 2-point micro-sweep."""
+
+import csv
+import json
+
+import pytest
+
+from tinylora.sweep import SweepConfig, parse_shard, run_sweep, report
+
+
+def test_grid_expands_to_every_valid_combination():
+    s = SweepConfig(base={"steps": 3}, grid={"adapter.method": ["tinylora", "lora_xs", "full"], "adapter.u": [1, 13],
+                                             "lr": [0.01, 0.02], "seed": [0, 1]})
+    pts = s.points()
+    # tinylora: 2 u × 2 lr × 2 seeds; lora_xs and full have no u: 2 lr × 2 seeds each
+    assert len(pts) == 8 + 4 + 4 and len({p.id for p in pts}) == len(pts)
+    cfgs = [p.config("/tmp/sweep") for p in pts]
+    assert {(c.adapter["method"], c.adapter.get("u"), c.lr, c.seed) for c in cfgs} == (
+        {("tinylora", u, lr, sd) for u in (1, 13) for lr in (0.01, 0.02) for sd in (0, 1)}
+        | {(m, None, lr, sd) for m in ("lora_xs", "full") for lr in (0.01, 0.02) for sd in (0, 1)})
+    assert all(c.steps == 3 and c.out_dir.startswith("/tmp/sweep/points/") for c in cfgs)
+    with pytest.raises(ValueError, match="non-empty list"):
+        SweepConfig(grid={"lr": []})
+    with pytest.raises(ValueError, match="unknown config key"):  # refused before anything runs
+        SweepConfig(grid={"stepz": [1]})
+    with pytest.raises(ValueError, match="storage_dtypes"):
+        SweepConfig(storage_dtypes=["int8"])
+    assert parse_shard("1/3") == (1, 3)
+    with pytest.raises(ValueError):
+        parse_shard("3/3")
+
+
+@pytest.fixture(scope="module")
+def quick_backbone(tmp_path_factory):
+    from tinylora.toy.backbone import PretrainConfig, pretrain
+
+    path = tmp_path_factory.mktemp("quick") / "model"
+    pretrain(path, PretrainConfig.quick(steps=30), progress=False)
+    return path
+
+
+def test_micro_sweep_table_png_and_resume(quick_backbone, tmp_path):
+    s = SweepConfig(
+        base={"model": str(quick_backbone), "steps": 2, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 12,
+              "eval_limit": 4, "eval_batch_size": 4, "eval_max_new_tokens": 12, "checkpoint_every": 0,
+              "task_args": {"n_train": 50, "n_test": 10}},
+        grid={"algo": ["grpo", "sft"]}, out_dir=str(tmp_path / "sw"), storage_dtypes=["fp32", "bf16"])
+    rows = run_sweep(s, progress=False)
+    assert len(rows) == 4 and {(r["algo"], r["storage"]) for r in rows} == {
+        (a, d) for a in ("grpo", "sft") for d in ("fp32", "bf16")}
+    assert all(r["bytes"] == (52 if r["storage"] == "fp32" else 26) for r in rows)
+    with open(tmp_path / "sw" / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    path = report(s, rows, "tinylora sweep --config x.yaml")
+    assert (tmp_path / "sw" / "accuracy_vs_bytes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| tinylora | sft | bf16 | 13 | 26 |" in path.read_text()
+    # resume: finished points are skipped; a point whose results vanished is the only one redone
+    stamps = {p: (tmp_path / "sw" / "points" / p / "summary.json").stat().st_mtime_ns
+              for p in {r["point"] for r in rows}}
+    redo = next(iter(sorted(stamps)))
+    (tmp_path / "sw" / "points" / redo / "sweep_point.json").unlink()
+    (tmp_path / "sw" / "points" / redo / "summary.json").unlink()
+    rows2 = run_sweep(s, progress=False)
+    assert json.dumps(sorted(r["point"] for r in rows2)) == json.dumps(sorted(r["point"] for r in rows))
+    for p, t in stamps.items():
+        now = (tmp_path / "sw" / "points" / p / "summary.json").stat().st_mtime_ns
+        assert (now != t) == (p == redo)
+
+
+def test_shipped_toy_sweep_config_is_valid():
+    from pathlib import Path
+
+    s = SweepConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "sweep-toy.yaml")
+    cfgs = [p.config(s.out_dir) for p in s.points()]
+    assert len(cfgs) == 20 and {c.algo for c in cfgs} == {"grpo", "sft"}
+    assert len({c.out_dir for c in cfgs}) == 20
