@@ -249,11 +249,16 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for name, pts in best_curves(rows).items():
+    fig, ax = plt.subplots(figsize=(9, 4.8), dpi=120)
+    curves = best_curves(rows)
+    families = sorted({name.split(" (")[0] for name in curves})  # method + algo: one colour each
+    colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(families)}
+    for name, pts in curves.items():
+        family, stored = name.split(" (")[0], "(" in name  # rounded storage: dashed, hollow markers
         xs, ys = [p[0] for p in pts], [100 * p[1] for p in pts]
         err = [[100 * (p[1] - p[2]) for p in pts], [100 * (p[3] - p[1]) for p in pts]]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+        ax.errorbar(xs, ys, yerr=err, marker="s" if stored else "o", capsize=3, label=name, color=colours[family],
+                    linestyle="--" if stored else "-", markerfacecolor="white" if stored else colours[family])
     base = [r["accuracy_before"] for r in rows if r["accuracy_before"] is not None]
     if base:
         ax.axhline(100 * base[0], color="gray", linestyle="--", label="untrained base")
@@ -262,7 +267,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy against update size")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
