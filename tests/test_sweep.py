@@ -54,6 +54,7 @@ def test_micro_sweep_table_png_and_resume(quick_backbone, tmp_path):
     path = report(s, rows, "tinylora sweep --config x.yaml")
     assert (tmp_path / "sw" / "accuracy_vs_bytes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| tinylora | sft | bf16 | 13 | 26 |" in path.read_text()
+    assert "measured on the 'test' split — the same split it reports" in path.read_text()
     # resume: finished points are skipped; a point whose results vanished is the only one redone
     stamps = {p: (tmp_path / "sw" / "points" / p / "summary.json").stat().st_mtime_ns
               for p in {r["point"] for r in rows}}

@@ -294,7 +294,10 @@ def report(sweep: SweepConfig, rows: list[dict[str, Any]], command: str | None =
     if base:
         lines += ["", f"Untrained base: {100 * base[0]:.1f}%."]
     lines += ["", f"{len(rows)} rows from {len({r['point'] for r in rows})} of {len(sweep.points())} points. "
-              "Per update size the plot keeps the learning rate with the best mean accuracy over seeds.", "",
+              "Per update size the plot keeps the learning rate with the best mean accuracy over seeds, measured on "
+              f"the '{sweep.points()[0].config(sweep.out_dir).eval_split}' split" + (" — the same split it reports: "
+              "give the sweep a validation split (base: eval_split) for an unbiased choice."
+              if sweep.points()[0].config(sweep.out_dir).eval_split == "test" else "."), "",
               "Sweep:", "```json", json.dumps(asdict(sweep), indent=2, default=str), "```", "",
               "Versions:", "```json", json.dumps(versions(), indent=2), "```"]
     path = out / "report.md"
