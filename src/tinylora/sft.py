@@ -46,38 +46,32 @@ class SFTTrainer(Trainer):
             out["kept"] = f"{m['kept']:.2f}"
         return out
 
-    def targets(self, step: int) -> tuple[list[str], list[str], dict[str, Any]]:
-        """(prompts, completions, metrics) to train on at this step."""
+    def targets(self, step: int) -> tuple[list[list[int]], list[list[int]], dict[str, Any]]:
+        """(prompt ids, completion ids, metrics) to train on at this step; completions end in EOS unless
+        a sampled one ran out of tokens."""
         cfg = self.cfg
         chosen = self.examples_for(step)
         prompts = [self.task.prompt(e, self.tokenizer) for _, e in chosen]
         if cfg.sft_source == "reference":
-            return prompts, [self.task.reference_completion(e) for _, e in chosen], {}
+            tok = self.tokenizer
+            chat = bool(getattr(tok, "chat_template", None))
+            p_ids = [tok(p, add_special_tokens=not chat)["input_ids"] for p in prompts]
+            c_ids = [tok(self.task.reference_completion(e), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                     for _, e in chosen]
+            return p_ids, c_ids, {}
         seeds = [stream_key(cfg.seed, step, j, s) for j, _ in chosen for s in range(cfg.group_size)]
         ro = self.backend.generate(prompts, cfg.group_size, Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens),
                                    seeds)
         refs = [e.answer for _, e in chosen for _ in range(cfg.group_size)]
         rewards = self.reward(ro.texts, refs)
-        keep = [i for i, r in enumerate(rewards) if r >= 1.0]
-        self._rollout_ids = [(ro.prompt_ids[i], ro.completion_ids[i]) for i in keep]
-        return ([prompts[i // cfg.group_size] for i in keep], [ro.texts[i] for i in keep],
+        keep = [i for i, r in enumerate(rewards) if r >= 1.0]  # trained on exactly the sampled tokens
+        return ([list(ro.prompt_ids[i]) for i in keep], [list(ro.completion_ids[i]) for i in keep],
                 {"reward_mean": sum(rewards) / len(rewards), "kept": len(keep) / len(rewards)})
-
-    def token_ids(self, prompts: list[str], completions: list[str]) -> tuple[list[list[int]], list[list[int]]]:
-        if self.cfg.sft_source == "rejection":  # train on exactly the sampled tokens (EOS included)
-            pairs = self._rollout_ids
-            return [list(p) for p, _ in pairs], [list(c) for _, c in pairs]
-        tok = self.tokenizer
-        chat = bool(getattr(tok, "chat_template", None))
-        p_ids = [tok(p, add_special_tokens=not chat)["input_ids"] for p in prompts]
-        c_ids = [tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in completions]
-        return p_ids, c_ids
 
     def train_step(self, step: int) -> dict[str, Any]:
         cfg = self.cfg
         t0 = time.time()
-        prompts, completions, extra = self.targets(step)
-        p_ids, c_ids = self.token_ids(prompts, completions)
+        p_ids, c_ids, extra = self.targets(step)
         total = float(sum(len(c) for c in c_ids))
         self.model.train()
         self.opt.zero_grad(set_to_none=True)

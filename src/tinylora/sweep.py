@@ -2,7 +2,7 @@
 
 A sweep file holds a ``base`` (TrainConfig keys, dotted for nested ones) and a ``grid`` (dotted
 key → list of values); every combination is one point. Points run one after another (or are
-split across processes with ``shard="i/n"``); a point whose ``summary.json`` exists is skipped,
+split across processes with ``shard="i/n"``); a finished point (``sweep_point.json``) is skipped,
 one with a checkpoint is resumed, so re-running a sweep after a kill finishes only what is left.
 
 Storage precision: v is trained in fp32; ``storage_dtypes`` also evaluates the same trained values
@@ -63,14 +63,23 @@ class SweepConfig:
         out, seen = [], set()
         for combo in itertools.product(*(self.grid[k] for k in keys)):
             values = dict(zip(keys, combo))
-            method = values.get("adapter.method", _flat(self.base).get("adapter.method", "tinylora"))
-            known = _adapter_fields(method)
-            values = {k: v for k, v in values.items() if not k.startswith("adapter.") or k[8:] in known}
+            values = _applicable(values, _method_of({**_flat(self.base), **values}))
             sig = json.dumps(values, sort_keys=True, default=str)
             if sig not in seen:
                 seen.add(sig)
                 out.append(Point(self.base, values))
         return out
+
+
+def _method_of(merged: dict[str, Any]) -> str:
+    whole = merged.get("adapter")
+    return merged.get("adapter.method") or (whole or {}).get("method") or "tinylora"
+
+
+def _applicable(merged: dict[str, Any], method: str) -> dict[str, Any]:
+    """``merged`` without the ``adapter.*`` keys that ``method`` does not have."""
+    known = _adapter_fields(method)
+    return {k: v for k, v in merged.items() if not k.startswith("adapter.") or k[len("adapter."):] in known}
 
 
 def _adapter_fields(method: str) -> set[str]:
@@ -91,17 +100,18 @@ class Point:
     @property
     def id(self) -> str:
         """Readable and unique: the grid values, then a hash of the full override set."""
-        text = json.dumps(self.values, sort_keys=True, default=str)
         digest = hashlib.sha256(json.dumps([self.base, self.values], sort_keys=True, default=str).encode()).hexdigest()
         name = "-".join(f"{k.split('.')[-1]}=" + ("_".join(str(x) for x in v.values()) if isinstance(v, dict) else str(v))
                         for k, v in self.values.items())
         safe = "".join(c if c.isalnum() or c in "=-_." else "_" for c in name)[:80]
-        return f"{safe}-{digest[:8]}" if text != "{}" else digest[:8]
+        return f"{safe}-{digest[:8]}" if self.values else digest[:8]
 
     def config(self, sweep_dir: str) -> TrainConfig:
-        merged = {**_flat(self.base), **self.values}
-        known = _adapter_fields(merged.get("adapter.method", "tinylora"))
-        merged = {k: v for k, v in merged.items() if not k.startswith("adapter.") or k[8:] in known}
+        base = _flat(self.base)
+        if "adapter" in self.values:  # a whole adapter section in the grid replaces the base's
+            base = {k: v for k, v in base.items() if not k.startswith("adapter")}
+        merged = {**base, **self.values}
+        merged = _applicable(merged, _method_of(merged))
         data = TrainConfig().to_dict()
         if any(k.startswith("adapter.") for k in merged):
             data["adapter"] = {}  # the adapter is what the sweep says, not the default's leftovers
@@ -114,7 +124,7 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and k in ("adapter",):  # nested sections are merged key by key
+        if isinstance(v, dict) and k == "adapter":  # the adapter section is merged key by key
             out.update(_flat(v, key + "."))
         else:
             out[key] = v
@@ -146,7 +156,7 @@ def run_sweep(sweep: SweepConfig, shard: str | None = None, progress: bool = Tru
     for k, point in enumerate(mine):
         cfg = point.config(sweep.out_dir)
         run_dir = Path(cfg.out_dir)
-        if (run_dir / "summary.json").exists():
+        if (run_dir / "sweep_point.json").exists():  # written last: the point is finished
             continue
         if progress:
             print(f"[sweep {k + 1}/{len(mine)}] {point.id}", flush=True)
@@ -158,7 +168,6 @@ def run_sweep(sweep: SweepConfig, shard: str | None = None, progress: bool = Tru
         trainer.train(resume=resume)
         extra = {"seconds": round(time.time() - t0, 1), "storage": storage_evals(trainer, sweep.storage_dtypes)}
         (run_dir / "sweep_point.json").write_text(json.dumps({"values": point.values, **extra}, indent=2))
-        # summary.json (written by train) marks the point finished; storage results live beside it
     rows = collect(sweep)
     write_table(rows, out)
     return rows
@@ -200,7 +209,7 @@ def collect(sweep: SweepConfig) -> list[dict[str, Any]]:
         extra = json.loads((run_dir / "sweep_point.json").read_text())
         for dt, ev in extra["storage"].items():
             rows.append({
-                "point": point.id, **{k: v for k, v in point.values.items()}, "method": summary["method"],
+                "point": point.id, **point.values, "method": summary["method"],
                 "algo": cfg.algo, "lr": cfg.learning_rate(), "seed": cfg.seed, "storage": dt,
                 "trainable_parameters": summary["trainable_parameters"], "bytes": ev["bytes"],
                 "accuracy_before": summary["accuracy_before"], "accuracy": ev["accuracy"],
@@ -293,11 +302,13 @@ def report(sweep: SweepConfig, rows: list[dict[str, Any]], command: str | None =
     base = [r["accuracy_before"] for r in rows if r["accuracy_before"] is not None]
     if base:
         lines += ["", f"Untrained base: {100 * base[0]:.1f}%."]
-    lines += ["", f"{len(rows)} rows from {len({r['point'] for r in rows})} of {len(sweep.points())} points. "
-              "Per update size the plot keeps the learning rate with the best mean accuracy over seeds, measured on "
-              f"the '{sweep.points()[0].config(sweep.out_dir).eval_split}' split" + (" — the same split it reports: "
-              "give the sweep a validation split (base: eval_split) for an unbiased choice."
-              if sweep.points()[0].config(sweep.out_dir).eval_split == "test" else "."), "",
+    points = sweep.points()
+    split = points[0].config(sweep.out_dir).eval_split
+    caveat = (" — the same split it reports: give the sweep a validation split (base: eval_split) for an unbiased "
+              "choice." if split == "test" else ".")
+    lines += ["", f"{len(rows)} rows from {len({r['point'] for r in rows})} of {len(points)} points. Per update size "
+              f"the plot keeps the learning rate with the best mean accuracy over seeds, measured on the '{split}' "
+              f"split{caveat}", "",
               "Sweep:", "```json", json.dumps(asdict(sweep), indent=2, default=str), "```", "",
               "Versions:", "```json", json.dumps(versions(), indent=2), "```"]
     path = out / "report.md"
