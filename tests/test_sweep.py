@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tinylora.sweep import SweepConfig, parse_shard, run_sweep, report
+from tinylora.sweep import SweepConfig, best_curves, parse_shard, run_sweep, report
 
 
 def test_grid_expands_to_every_valid_combination():
@@ -19,12 +19,18 @@ def test_grid_expands_to_every_valid_combination():
         {("tinylora", u, lr, sd) for u in (1, 13) for lr in (0.01, 0.02) for sd in (0, 1)}
         | {(m, None, lr, sd) for m in ("lora_xs", "full") for lr in (0.01, 0.02) for sd in (0, 1)})
     assert all(c.steps == 3 and c.out_dir.startswith("/tmp/sweep/points/") for c in cfgs)
+    # sft_source only matters to SFT points: grpo + {reference, rejection} is one point, sft is two
+    algos = SweepConfig(grid={"algo": ["grpo", "sft"], "sft_source": ["reference", "rejection"]}).points()
+    assert sorted((p.values["algo"], p.values.get("sft_source")) for p in algos) == [
+        ("grpo", None), ("sft", "reference"), ("sft", "rejection")]
     with pytest.raises(ValueError, match="non-empty list"):
         SweepConfig(grid={"lr": []})
     with pytest.raises(ValueError, match="unknown config key"):  # refused before anything runs
         SweepConfig(grid={"stepz": [1]})
     with pytest.raises(ValueError, match="storage_dtypes"):
         SweepConfig(storage_dtypes=["int8"])
+    with pytest.raises(ValueError, match="bias the report"):
+        SweepConfig(select_split="test")
     assert parse_shard("1/3") == (1, 3)
     with pytest.raises(ValueError):
         parse_shard("3/3")
@@ -43,8 +49,9 @@ def test_micro_sweep_table_png_and_resume(quick_backbone, tmp_path):
     s = SweepConfig(
         base={"model": str(quick_backbone), "steps": 2, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 12,
               "eval_limit": 4, "eval_batch_size": 4, "eval_max_new_tokens": 12, "checkpoint_every": 0,
-              "task_args": {"n_train": 50, "n_test": 10}},
-        grid={"algo": ["grpo", "sft"]}, out_dir=str(tmp_path / "sw"), storage_dtypes=["fp32", "bf16"])
+              "task_args": {"n_train": 50, "n_test": 10, "n_val": 4}},
+        grid={"algo": ["grpo", "sft"]}, out_dir=str(tmp_path / "sw"), storage_dtypes=["fp32", "bf16"],
+        select_split="validation")
     rows = run_sweep(s, progress=False)
     assert len(rows) == 4 and {(r["algo"], r["storage"]) for r in rows} == {
         (a, d) for a in ("grpo", "sft") for d in ("fp32", "bf16")}
@@ -54,7 +61,10 @@ def test_micro_sweep_table_png_and_resume(quick_backbone, tmp_path):
     path = report(s, rows, "tinylora sweep --config x.yaml")
     assert (tmp_path / "sw" / "accuracy_vs_bytes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| tinylora | sft | bf16 | 13 | 26 |" in path.read_text()
-    assert "measured on the 'test' split — the same split it reports" in path.read_text()
+    assert "measured on the 'validation' split; the accuracies shown are on 'test'" in path.read_text()
+    assert all(r["select_accuracy"] is not None for r in rows)
+    sel = json.loads((tmp_path / "sw" / "points" / rows[0]["point"] / "select_validation_bf16" / "summary.json").read_text())
+    assert sel["split"] == "validation" and sel["n"] == 4
     # resume: finished points are skipped; a point whose results vanished is the only one redone
     stamps = {p: (tmp_path / "sw" / "points" / p / "summary.json").stat().st_mtime_ns
               for p in {r["point"] for r in rows}}
@@ -66,6 +76,19 @@ def test_micro_sweep_table_png_and_resume(quick_backbone, tmp_path):
     for p, t in stamps.items():
         now = (tmp_path / "sw" / "points" / p / "summary.json").stat().st_mtime_ns
         assert (now != t) == (p == redo)
+
+
+def _row(lr, seed, acc, sel=None, storage="fp32"):
+    return {"method": "tinylora", "algo": "grpo", "storage": storage, "bytes": 52, "lr": lr, "seed": seed,
+            "accuracy": acc, "ci95_low": acc - 0.1, "ci95_high": acc + 0.1, "select_accuracy": sel}
+
+
+def test_best_lr_is_chosen_on_the_selection_split_and_reported_on_the_other():
+    # lr 0.1 looks best on test (0.6) but lr 0.01 is best on validation (mean 0.5 vs 0.3)
+    rows = [_row(0.1, 0, 0.6, 0.3), _row(0.1, 1, 0.6, 0.3), _row(0.01, 0, 0.4, 0.6), _row(0.01, 1, 0.2, 0.4)]
+    assert best_curves(rows) == {"tinylora + grpo": [(52, pytest.approx(0.3), pytest.approx(0.2), pytest.approx(0.4))]}
+    unselected = [{**r, "select_accuracy": None} for r in rows]  # no selection split: chosen on test itself
+    assert best_curves(unselected)["tinylora + grpo"][0][1] == pytest.approx(0.6)
 
 
 def test_shipped_toy_sweep_config_is_valid():

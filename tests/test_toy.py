@@ -24,6 +24,16 @@ def test_splits_are_disjoint_by_construction():
     assert all(p.split() == "test" for p in test) and all(p.split() == "train" for p in train)
 
 
+def test_validation_split_is_held_out_and_leaves_test_unchanged():
+    t = tasks.get("arith", n_test=300, n_val=200)
+    val, test, train = t.load("validation"), t.load("test"), t.load("train")
+    assert len(val) == 200 and all(e.id.startswith("validation-") for e in val)
+    assert [e.question for e in test] == [p.question for p in problems("test", 300)]  # test is what it was
+    assert not {e.question for e in val} & {e.question for e in test}
+    assert not {e.question for e in val} & {e.question for e in train}
+    assert all(p.split() == "test" for p in problems("test", 200, offset=300))  # never pretrained on
+
+
 def test_problems_are_correct_and_within_knobs():
     cfg = ArithConfig(min_steps=2, max_steps=4)
     for p in problems("train", 2000, cfg=cfg):

@@ -7,6 +7,9 @@ one with a checkpoint is resumed, so re-running a sweep after a kill finishes on
 
 Storage precision: v is trained in fp32; ``storage_dtypes`` also evaluates the same trained values
 rounded to bf16 / fp16, each a row of its own with its own byte count.
+
+Model selection: with ``select_split`` (e.g. ``validation``) every point is also evaluated on that
+split, and the best learning rate per update size is chosen there, then reported on ``eval_split``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class SweepConfig:
     grid: dict[str, list[Any]] = field(default_factory=dict)
     out_dir: str = "runs/sweep"
     storage_dtypes: list[str] = field(default_factory=lambda: ["fp32"])
+    select_split: str | None = None  # where the best lr per size is chosen; None: on eval_split itself
 
     def __post_init__(self) -> None:
         for key, values in self.grid.items():
@@ -43,27 +47,31 @@ class SweepConfig:
         if bad or not self.storage_dtypes:
             raise ValueError(f"storage_dtypes must be a non-empty subset of {STORAGE_DTYPES}, got {self.storage_dtypes}")
         for point in self.points():  # every point must be a valid TrainConfig, before anything runs
-            point.config(self.out_dir)
+            cfg = point.config(self.out_dir)
+            if self.select_split is not None and self.select_split == cfg.eval_split:
+                raise ValueError(f"select_split {self.select_split!r} is the split the sweep reports (eval_split); "
+                                 "choosing on it would bias the report — use a validation split")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SweepConfig:
         import yaml
 
         data = yaml.safe_load(Path(path).read_text()) or {}
-        unknown = sorted(set(data) - {"base", "grid", "out_dir", "storage_dtypes"})
+        known = {"base", "grid", "out_dir", "storage_dtypes", "select_split"}
+        unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown sweep key(s) {unknown}; known: base, grid, out_dir, storage_dtypes")
+            raise ValueError(f"unknown sweep key(s) {unknown}; known: {', '.join(sorted(known))}")
         return cls(**data)
 
     def points(self) -> list[Point]:
         """The grid's combinations. Adapter keys that the point's method does not have (``u`` for
-        ``lora``, ``r`` for ``full``) are dropped from that point, and the duplicates this makes are
-        kept once, so one grid can cross methods with method-specific knobs."""
+        ``lora``, ``r`` for ``full``), and ``sft_source`` for GRPO points, are dropped from that point,
+        and the duplicates this makes are kept once, so one grid can cross methods and algorithms."""
         keys = list(self.grid)
         out, seen = [], set()
         for combo in itertools.product(*(self.grid[k] for k in keys)):
             values = dict(zip(keys, combo))
-            values = _applicable(values, _method_of({**_flat(self.base), **values}))
+            values = _applicable(values, {**_flat(self.base), **values})
             sig = json.dumps(values, sort_keys=True, default=str)
             if sig not in seen:
                 seen.add(sig)
@@ -76,10 +84,13 @@ def _method_of(merged: dict[str, Any]) -> str:
     return merged.get("adapter.method") or (whole or {}).get("method") or "tinylora"
 
 
-def _applicable(merged: dict[str, Any], method: str) -> dict[str, Any]:
-    """``merged`` without the ``adapter.*`` keys that ``method`` does not have."""
-    known = _adapter_fields(method)
-    return {k: v for k, v in merged.items() if not k.startswith("adapter.") or k[len("adapter."):] in known}
+def _applicable(values: dict[str, Any], merged: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without the keys the point (``merged``: base + values) does not use: ``adapter.*``
+    keys its method lacks, and ``sft_source`` unless its algo is sft."""
+    known = _adapter_fields(_method_of(merged))
+    algo = merged.get("algo", "grpo")
+    return {k: v for k, v in values.items()
+            if (not k.startswith("adapter.") or k[len("adapter."):] in known) and (k != "sft_source" or algo == "sft")}
 
 
 def _adapter_fields(method: str) -> set[str]:
@@ -111,7 +122,7 @@ class Point:
         if "adapter" in self.values:  # a whole adapter section in the grid replaces the base's
             base = {k: v for k, v in base.items() if not k.startswith("adapter")}
         merged = {**base, **self.values}
-        merged = _applicable(merged, _method_of(merged))
+        merged = _applicable(merged, merged)
         data = TrainConfig().to_dict()
         if any(k.startswith("adapter.") for k in merged):
             data["adapter"] = {}  # the adapter is what the sweep says, not the default's leftovers
@@ -166,34 +177,39 @@ def run_sweep(sweep: SweepConfig, shard: str | None = None, progress: bool = Tru
         t0 = time.time()
         trainer = make_trainer(cfg, progress=progress)
         trainer.train(resume=resume)
-        extra = {"seconds": round(time.time() - t0, 1), "storage": storage_evals(trainer, sweep.storage_dtypes)}
+        extra = {"seconds": round(time.time() - t0, 1),
+                 "storage": storage_evals(trainer, sweep.storage_dtypes, sweep.select_split)}
         (run_dir / "sweep_point.json").write_text(json.dumps({"values": point.values, **extra}, indent=2))
     rows = collect(sweep)
     write_table(rows, out)
     return rows
 
 
-def storage_evals(trainer, dtypes: list[str]) -> dict[str, dict[str, Any]]:
-    """The trained values rounded to each storage dtype: accuracy and exact bytes."""
+def storage_evals(trainer, dtypes: list[str], select_split: str | None = None) -> dict[str, dict[str, Any]]:
+    """The trained values rounded to each storage dtype: accuracy (and on ``select_split``) and exact bytes."""
     import torch
 
     from .model import update_bytes
 
     out = {}
     saved = [p.detach().clone() for p in trainer.params]
-    for dt in dtypes:
-        if dt == "fp32":
-            acc = json.loads((trainer.out / "eval_after" / "summary.json").read_text())
-        else:
-            torch_dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dt]
-            with torch.no_grad():
+    try:
+        for dt in dtypes:
+            with torch.no_grad():  # from the trained fp32 values each time, whatever the order
                 for p, s in zip(trainer.params, saved):
-                    p.copy_(s.to(torch_dt).to(s.dtype))
-            acc = trainer.evaluate(f"eval_after_{dt}")
-            with torch.no_grad():
-                for p, s in zip(trainer.params, saved):
-                    p.copy_(s)
-        out[dt] = {"accuracy": acc["accuracy"], "ci95": acc["ci95"], "bytes": update_bytes(trainer.model, dt)}
+                    p.copy_(s if dt == "fp32" else s.to({"bf16": torch.bfloat16, "fp16": torch.float16}[dt]).to(s.dtype))
+            if dt == "fp32":
+                acc = json.loads((trainer.out / "eval_after" / "summary.json").read_text())
+            else:
+                acc = trainer.evaluate(f"eval_after_{dt}")
+            out[dt] = {"accuracy": acc["accuracy"], "ci95": acc["ci95"], "bytes": update_bytes(trainer.model, dt)}
+            if select_split:
+                sel = trainer.evaluate(f"select_{select_split}_{dt}", split=select_split)
+                out[dt]["select_accuracy"] = sel["accuracy"]
+    finally:
+        with torch.no_grad():
+            for p, s in zip(trainer.params, saved):
+                p.copy_(s)
     return out
 
 
@@ -213,7 +229,8 @@ def collect(sweep: SweepConfig) -> list[dict[str, Any]]:
                 "algo": cfg.algo, "lr": cfg.learning_rate(), "seed": cfg.seed, "storage": dt,
                 "trainable_parameters": summary["trainable_parameters"], "bytes": ev["bytes"],
                 "accuracy_before": summary["accuracy_before"], "accuracy": ev["accuracy"],
-                "ci95_low": ev["ci95"][0], "ci95_high": ev["ci95"][1], "seconds": extra["seconds"],
+                "ci95_low": ev["ci95"][0], "ci95_high": ev["ci95"][1], "select_accuracy": ev.get("select_accuracy"),
+                "seconds": extra["seconds"],
                 "run_dir": str(run_dir),
             })
     return rows
@@ -232,21 +249,22 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> None:
 
 def best_curves(rows: list[dict[str, Any]]) -> dict[str, list[tuple[int, float, float, float]]]:
     """method/algo[/storage] → [(bytes, accuracy, ci low, ci high)]: per update size, the learning
-    rate with the best mean accuracy over seeds (the paper's selection; here on the evaluation split
-    unless the sweep's base sets ``eval_split`` to a validation split)."""
+    rate with the best mean accuracy over seeds (the paper's selection) — on the selection split when
+    the sweep has one (``select_accuracy``), otherwise on the reported split itself."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["algo"], r["storage"], r["bytes"], r["lr"]), []).append(r)
     best: dict[tuple, tuple] = {}
     for (method, algo, storage, nbytes, lr), rs in groups.items():
-        mean = sum(r["accuracy"] for r in rs) / len(rs)
-        lo = sum(r["ci95_low"] for r in rs) / len(rs)
-        hi = sum(r["ci95_high"] for r in rs) / len(rs)
+        def mean(key: str) -> float:
+            return sum(r[key] for r in rs) / len(rs)
+
+        chosen_by = mean("select_accuracy") if all(r.get("select_accuracy") is not None for r in rs) else mean("accuracy")
         key = (method, algo, storage, nbytes)
-        if key not in best or mean > best[key][0]:
-            best[key] = (mean, lo, hi)
+        if key not in best or chosen_by > best[key][0]:
+            best[key] = (chosen_by, mean("accuracy"), mean("ci95_low"), mean("ci95_high"))
     curves: dict[str, list] = {}
-    for (method, algo, storage, nbytes), (acc, lo, hi) in sorted(best.items(), key=lambda kv: kv[0][3]):
+    for (method, algo, storage, nbytes), (_, acc, lo, hi) in sorted(best.items(), key=lambda kv: kv[0][3]):
         name = f"{method} + {algo}" + ("" if storage == "fp32" else f" ({storage})")
         curves.setdefault(name, []).append((nbytes, acc, lo, hi))
     return curves
@@ -294,21 +312,26 @@ def report(sweep: SweepConfig, rows: list[dict[str, Any]], command: str | None =
         lines += ["```", command, "```", ""]
     if png:
         lines += [f"![accuracy against update size]({png.name})", ""]
-    lines += ["| method | algo | storage | params | bytes | lr | seed | accuracy | 95% CI |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["method"], r["algo"], r["bytes"], r["lr"], r["seed"])):
-        lines.append(f"| {r['method']} | {r['algo']} | {r['storage']} | {r['trainable_parameters']} | {r['bytes']} | "
-                     f"{r['lr']:g} | {r['seed']} | {100 * r['accuracy']:.1f}% | "
-                     f"{100 * r['ci95_low']:.1f}–{100 * r['ci95_high']:.1f}% |")
+    sel = f" {sweep.select_split} |" if sweep.select_split else ""
+    lines += ["| point | method | algo | storage | params | bytes | lr | seed | accuracy | 95% CI |" + sel,
+              "|---" * (10 + bool(sel)) + "|"]
+    for r in sorted(rows, key=lambda r: (r["method"], r["algo"], r["bytes"], r["lr"], r["point"], r["seed"])):
+        extra = f" {100 * r['select_accuracy']:.1f}% |" if sel and r.get("select_accuracy") is not None else (" |" if sel else "")
+        lines.append(f"| {r['point'].rsplit('-', 1)[0]} | {r['method']} | {r['algo']} | {r['storage']} | "
+                     f"{r['trainable_parameters']} | {r['bytes']} | {r['lr']:g} | {r['seed']} | "
+                     f"{100 * r['accuracy']:.1f}% | {100 * r['ci95_low']:.1f}–{100 * r['ci95_high']:.1f}% |" + extra)
     base = [r["accuracy_before"] for r in rows if r["accuracy_before"] is not None]
     if base:
         lines += ["", f"Untrained base: {100 * base[0]:.1f}%."]
     points = sweep.points()
     split = points[0].config(sweep.out_dir).eval_split
-    caveat = (" — the same split it reports: give the sweep a validation split (base: eval_split) for an unbiased "
-              "choice." if split == "test" else ".")
+    if sweep.select_split:
+        where = f"measured on the '{sweep.select_split}' split; the accuracies shown are on '{split}'."
+    else:
+        where = (f"measured on the '{split}' split it reports — set the sweep's select_split (e.g. validation) "
+                 "for an unbiased choice.")
     lines += ["", f"{len(rows)} rows from {len({r['point'] for r in rows})} of {len(points)} points. Per update size "
-              f"the plot keeps the learning rate with the best mean accuracy over seeds, measured on the '{split}' "
-              f"split{caveat}", "",
+              f"the plot keeps the learning rate with the best mean accuracy over seeds, {where}", "",
               "Sweep:", "```json", json.dumps(asdict(sweep), indent=2, default=str), "```", "",
               "Versions:", "```json", json.dumps(versions(), indent=2), "```"]
     path = out / "report.md"

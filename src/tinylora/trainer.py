@@ -201,9 +201,9 @@ class Trainer:
         return self.step
 
     # --- the run --------------------------------------------------------------------------
-    def evaluate(self, name: str) -> dict:
+    def evaluate(self, name: str, split: str | None = None) -> dict:
         cfg = self.cfg
-        return evaluate(self.model, self.tokenizer, self.task, split=cfg.eval_split, limit=cfg.eval_limit,
+        return evaluate(self.model, self.tokenizer, self.task, split=split or cfg.eval_split, limit=cfg.eval_limit,
                         batch_size=cfg.eval_batch_size, max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed,
                         out_dir=self.out / name, progress=self.progress, model_name=cfg.model)
 

@@ -18,29 +18,38 @@ class ArithTask(GSM8K):
     ``forced=True`` appends the step-by-step opening, which measures the latent skill.
     ``reference_style`` picks the ``solution`` text given to SFT (``verbose`` by default: a style
     the backbone never saw in pretraining).
+
+    ``validation`` (for choosing learning rates without touching ``test``) is the next ``n_val``
+    test-hashed problems after the test set: never pretrained on, and none equal to a test problem.
     """
 
     name: ClassVar[str] = "arith"
     hf_id = None
-    splits = ("train", "test")
+    splits = ("train", "validation", "test")
     template = "Q: {question}\nA:"
     stop = ("\nQ:",)
 
     def __init__(self, data_dir=None, seed: int = 0, n_train: int = 20000, n_test: int = 500,
+                 n_val: int = 500,
                  mode: str = "strict", forced: bool = False, reference_style: str = "verbose",
                  min_steps: int = 2, max_steps: int = 3, **kw):
         super().__init__(data_dir, mode=mode, **kw)
-        self.seed, self.n_train, self.n_test, self.forced = seed, n_train, n_test, forced
+        self.seed, self.n_train, self.n_test, self.n_val, self.forced = seed, n_train, n_test, n_val, forced
         self.reference_style = reference_style
         self.arith = ArithConfig(min_steps=min_steps, max_steps=max_steps)
 
     def load(self, split: str = "test") -> list[Example]:
         if split not in self.splits:
             raise ValueError(f"task 'arith' has splits {self.splits}, not {split!r}")
-        n = self.n_test if split == "test" else self.n_train
+        if split == "validation":
+            test_keys = {p.key() for p in problems("test", self.n_test, self.seed, self.arith)}
+            extra = problems("test", self.n_val, self.seed, self.arith, offset=self.n_test)
+            chosen = [p for p in extra if p.key() not in test_keys]
+        else:
+            chosen = problems(split, self.n_test if split == "test" else self.n_train, self.seed, self.arith)
         return [Example(id=f"{split}-{i}", question=p.question, answer=str(p.answer),
                         solution=p.solution(self.reference_style), meta={"steps": len(p.ops)})
-                for i, p in enumerate(problems(split, n, self.seed, self.arith))]
+                for i, p in enumerate(chosen)]
 
     def prompt(self, example: Example, tokenizer=None) -> str:
         # Always the plain pretraining format: the toy tokenizer has no chat template.
@@ -52,4 +61,5 @@ class ArithTask(GSM8K):
 
     def config(self):
         return {**super().config(), "seed": self.seed, "n_train": self.n_train, "n_test": self.n_test,
+                "n_val": self.n_val,
                 "forced": self.forced, "reference_style": self.reference_style, "arith": self.arith.to_dict()}
