@@ -38,3 +38,13 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.fail(f"benchmark data not found at {SHARED_DATA}; set TINYLORA_SHARED_DATA")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def quick_backbone(tmp_path_factory):
+    """A toy backbone pretrained for 30 steps (seconds): real weights, the toy tokenizer, saved to disk."""
+    from tinylora.toy.backbone import PretrainConfig, pretrain
+
+    path = tmp_path_factory.mktemp("quick") / "model"
+    pretrain(path, PretrainConfig.quick(steps=30), progress=False)
+    return path

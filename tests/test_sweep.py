@@ -36,15 +36,6 @@ def test_grid_expands_to_every_valid_combination():
         parse_shard("3/3")
 
 
-@pytest.fixture(scope="module")
-def quick_backbone(tmp_path_factory):
-    from tinylora.toy.backbone import PretrainConfig, pretrain
-
-    path = tmp_path_factory.mktemp("quick") / "model"
-    pretrain(path, PretrainConfig.quick(steps=30), progress=False)
-    return path
-
-
 def test_micro_sweep_table_png_and_resume(quick_backbone, tmp_path):
     s = SweepConfig(
         base={"model": str(quick_backbone), "steps": 2, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 12,

@@ -77,7 +77,10 @@ def _parse_kv(pairs: list[str]) -> dict:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from . import tasks
+    if args.nproc is not None:
+        return _launch(args.nproc, _strip_nproc(args.argv))
+
+    from . import distributed, tasks
     from .adapter_file import load
     from .evaluation import evaluate
     from .loading import load_model, load_tokenizer
@@ -87,13 +90,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.data_dir:
         task_kwargs["data_dir"] = args.data_dir
     task = tasks.get(args.task, **task_kwargs)
-    model = load_model(args.model, dtype=args.dtype, device=args.device)
+    dist = distributed.init(args.device)  # under torchrun: the examples are split across ranks
+    model = load_model(args.model, dtype=args.dtype, device=str(dist.device))
     tokenizer = load_tokenizer(args.model)
     if args.adapter:
         load(model, args.adapter)
     summary = evaluate(model, tokenizer, task, split=args.split, limit=args.limit, samples=args.samples,
                        temperature=args.temperature, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                       seed=args.seed, out_dir=args.out, model_name=args.model, adapter=args.adapter)
+                       seed=args.seed, out_dir=args.out, model_name=args.model, adapter=args.adapter,
+                       progress=dist.is_main, dist=dist)
+    if not dist.is_main:
+        return 0
     lo, hi = summary["ci95"]
     print(f"{task.name} {args.split}: accuracy {summary['accuracy']:.4f} (95% CI {lo:.4f}–{hi:.4f}) "
           f"on {summary['n']} examples" + (f"; pass@k {summary['pass@k']}" if "pass@k" in summary else ""))
@@ -103,8 +110,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .distributed import launched
     from .sweep import SweepConfig, collect, command_line, report, run_sweep, write_table
 
+    if launched():
+        raise ValueError("tinylora sweep does not run under torchrun: start one process per shard "
+                         "(tinylora sweep --config F --shard I/N)")
     sweep = SweepConfig.from_yaml(args.config)
     if args.out:
         sweep.out_dir = args.out
@@ -124,12 +135,48 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launch(nproc: int, argv: list[str]) -> int:
+    """``tinylora train --nproc N …`` = ``torchrun --standalone --nproc-per-node N -m tinylora train …``."""
+    import subprocess
+
+    from .distributed import launched
+
+    if nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {nproc}")
+    if launched():
+        raise ValueError("--nproc starts torchrun itself; under torchrun leave it out")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "tinylora", *argv]
+    print("launching: " + " ".join(cmd[2:]), flush=True)
+    rc = subprocess.call(cmd)
+    if rc != 0:
+        print(f"tinylora: the {nproc}-process job failed (torchrun exit code {rc}); the first failing rank and its "
+              "error are reported above", file=sys.stderr)
+    return rc
+
+
+def _strip_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train_config import TrainConfig, apply_overrides
     from .trainer import format_report, make_trainer
 
+    if args.nproc is not None:
+        return _launch(args.nproc, _strip_nproc(args.argv))
     if args.algo:
         args.overrides = [f"algo={args.algo}", *args.overrides]
+    if args.device:
+        args.overrides = [f"device={args.device}", *args.overrides]
 
     if args.resume:
         run = Path(args.resume)
@@ -142,15 +189,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig.from_dict(apply_overrides(TrainConfig().to_dict(), args.overrides))
     samples = (f" × {cfg.group_size} samples" if cfg.algo == "grpo" or cfg.sft_source == "rejection"
                else " (reference solutions)")
-    print(f"tinylora train: {cfg.algo} on {cfg.task} with {cfg.model}, adapter {cfg.adapter}, "
-          f"{cfg.steps} steps × {cfg.prompts_per_step} prompts{samples}, lr {cfg.learning_rate():g}; "
-          f"run directory {cfg.out_dir}")
     trainer = make_trainer(cfg)
+    dist = trainer.dist
+    if dist.is_main:
+        ranks = f" on {dist.world} ranks ({dist.device.type})" if dist.active else f" on {dist.device}"
+        print(f"tinylora train: {cfg.algo} on {cfg.task} with {cfg.model}, adapter {cfg.adapter}, "
+              f"{cfg.steps} steps × {cfg.prompts_per_step} prompts{samples}, lr {cfg.learning_rate():g}{ranks}; "
+              f"run directory {cfg.out_dir}", flush=True)
     try:
         summary = trainer.train(resume=bool(args.resume))
     except KeyboardInterrupt:
         return 130
-    print(format_report(summary))
+    if dist.is_main:
+        print(format_report(summary))
     return 0
 
 
@@ -218,7 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="task option, e.g. mode=strict (gsm8k), path=FILE reward=numeric (jsonl)")
     s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); under torchrun "
+                                                     "each rank takes its share of the examples")
+    s.add_argument("--nproc", type=int, metavar="N", help="split the examples over N processes on this machine "
+                                                           "(runs the same command under torchrun)")
     s.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser(
@@ -230,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "configs/); override with key=value, nested keys with dots (adapter.u=4).")
     s.add_argument("--config", help="YAML config (configs/toy-grpo.yaml is the default run)")
     s.add_argument("--algo", choices=["grpo", "sft"], help="shorthand for the override algo=…")
+    s.add_argument("--device", choices=["cpu", "cuda", "auto"],
+                   help="shorthand for device=… (default auto: CUDA when present; one GPU per rank under torchrun)")
+    s.add_argument("--nproc", type=int, metavar="N",
+                   help="data parallel on this machine: run the same command under torchrun with N processes "
+                        "(= torchrun --standalone --nproc-per-node N -m tinylora train …); for several machines "
+                        "call torchrun yourself")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. steps=100 lr=0.01 adapter.u=4")
     s.set_defaults(func=_cmd_train)
@@ -278,12 +338,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .adapter_file import AdapterError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except (AdapterError, ValueError, FileNotFoundError) as e:  # TaskDataError is a ValueError
         print(f"tinylora {args.command}: error: {e}", file=sys.stderr)  # one line, no traceback
         return 2
+    except RuntimeError as e:  # a peer died or a collective timed out (DistFailure, torch's DistError)
+        if type(e).__name__ not in ("DistFailure", "DistError", "DistBackendError", "DistNetworkError"):
+            raise
+        print(f"tinylora {args.command}: error: {e}", file=sys.stderr)
+        return 3
+    finally:
+        if "torch.distributed" in sys.modules:  # leave the process group cleanly (torch warns otherwise)
+            from .distributed import shutdown
+
+            shutdown()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
 Writes ``examples.jsonl`` (one line per example, appended as batches finish, so a killed run loses
 at most one batch) and ``summary.json``. Re-running with the same ``out_dir`` skips finished
 examples; a different configuration in the same folder is refused rather than mixed.
+
+Under ``torchrun`` the examples are split across ranks (each example's seed comes from its position,
+not its rank), the records are gathered to rank 0 after every round of batches, and only rank 0
+touches ``out_dir``; every rank returns the same summary.
 """
 
 from __future__ import annotations
@@ -104,8 +108,12 @@ def evaluate(
     progress: bool = True,
     model_name: str | None = None,
     adapter: str | None = None,
+    dist=None,
 ) -> dict[str, Any]:
     """Generate, score with ``task.score``, and summarise: accuracy (pass@1) with a 95% interval."""
+    from .distributed import Dist
+
+    dist = dist or Dist()
     if samples < 1 or batch_size < 1 or max_new_tokens < 1:
         raise ValueError("samples, batch_size and max_new_tokens must be positive")
     examples = task.load(split)
@@ -114,55 +122,64 @@ def evaluate(
     config = {"task": task.config(), "split": split, "limit": limit, "samples": samples,
               "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed,
               "model": model_name, "adapter": adapter}
-    records_path = done = None
-    if out_dir is not None:
+    records_path, done, error = None, {}, None
+    if out_dir is not None and dist.is_main:  # rank 0 alone reads and writes the folder
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         cfg_path = out / "eval_config.json"
         if cfg_path.exists():
             old = json.loads(cfg_path.read_text())
             if old != json.loads(json.dumps(config)):
-                raise ValueError(f"{out} holds an evaluation with another configuration ({cfg_path}); "
-                                 "use a new --out folder")
+                error = (f"{out} holds an evaluation with another configuration ({cfg_path}); "
+                         "use a new --out folder")
         else:
             cfg_path.write_text(json.dumps(config, indent=2))
         records_path = out / "examples.jsonl"
-        done = _read_done(records_path)
-    done = done or {}
+        if error is None:
+            done = _read_done(records_path)
+    done_ids, error = dist.broadcast((sorted(done), error))  # every rank raises, or none does
+    if error:
+        raise ValueError(error)
     position = {e.id: i for i, e in enumerate(examples)}
-    todo = [e for e in examples if e.id not in done]
+    skip = set(done_ids)
+    todo = [e for e in examples if e.id not in skip]
+    mine = dist.shard(todo)
+    rounds = math.ceil(math.ceil(len(todo) / dist.world) / batch_size)  # the same on every rank
 
     bar = None
-    if progress:
+    if progress and dist.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc=f"eval {task.name}",
                    unit="ex", dynamic_ncols=True)
     t0 = time.time()
     new_records = []
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start:start + batch_size]
-        prompts = [task.prompt(e, tokenizer) for e in batch]
-        # per-sample seeds from (seed, example position, sample): a resumed run draws the same samples
-        seeds = [stream_key(seed, position[e.id], s) for e in batch for s in range(samples)]
-        outs = generate_texts(model, tokenizer, prompts, n=samples, temperature=temperature,
-                              max_new_tokens=max_new_tokens, seeds=seeds)
-        lines = []
-        for e, p, comps in zip(batch, prompts, outs):
-            comps = [task.truncate(c) for c in comps]
-            rec = {"id": e.id, "prompt": p, "completions": comps, "extracted": [task.extract(c) for c in comps],
-                   "reference": e.answer, "scores": [task.score(c, e.answer) for c in comps]}
-            new_records.append(rec)
-            lines.append(json.dumps(rec))
-        if records_path is not None:
+    for k in range(rounds):
+        batch = mine[k * batch_size:(k + 1) * batch_size]
+        recs = []
+        if batch:
+            prompts = [task.prompt(e, tokenizer) for e in batch]
+            # per-sample seeds from (seed, example position, sample): resumed or sharded, the same samples
+            seeds = [stream_key(seed, position[e.id], s) for e in batch for s in range(samples)]
+            outs = generate_texts(model, tokenizer, prompts, n=samples, temperature=temperature,
+                                  max_new_tokens=max_new_tokens, seeds=seeds)
+            for e, p, comps in zip(batch, prompts, outs):
+                comps = [task.truncate(c) for c in comps]
+                recs.append({"id": e.id, "prompt": p, "completions": comps, "extracted": [task.extract(c) for c in comps],
+                             "reference": e.answer, "scores": [task.score(c, e.answer) for c in comps]})
+        recs = sorted((r for part in dist.gather(recs) for r in part), key=lambda r: position[r["id"]])
+        new_records += recs
+        if records_path is not None and recs:
             with records_path.open("a") as f:
-                f.write("\n".join(lines) + "\n")
+                f.write("".join(json.dumps(r) + "\n" for r in recs))
         if bar is not None:
-            bar.update(len(batch))
+            bar.update(len(recs))
             allrec = list(done.values()) + new_records
             bar.set_postfix(acc=f"{sum(sum(r['scores']) / len(r['scores']) for r in allrec) / len(allrec):.3f}")
     if bar is not None:
         bar.close()
+    if not dist.is_main:  # rank 0 has the finished records from earlier runs: it summarises
+        return dist.broadcast(None)
     by_id = {**done, **{r["id"]: r for r in new_records}}
     records = [by_id[e.id] for e in examples]
     summary = {**config, **summarize(records, samples), "resumed": len(done), "seconds": round(time.time() - t0, 2),
@@ -171,4 +188,4 @@ def evaluate(
         summary["reward_failures"] = task.reward_report()
     if out_dir is not None:
         (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return dist.broadcast(summary)

@@ -46,33 +46,36 @@ class SFTTrainer(Trainer):
             out["kept"] = f"{m['kept']:.2f}"
         return out
 
-    def targets(self, step: int) -> tuple[list[list[int]], list[list[int]], dict[str, Any]]:
-        """(prompt ids, completion ids, metrics) to train on at this step; completions end in EOS unless
-        a sampled one ran out of tokens."""
+    def targets(self, step: int) -> tuple[list[list[int]], list[list[int]], list[float] | None]:
+        """(prompt ids, completion ids, sampled rewards or None) to train on at this step, for this
+        rank's prompts; completions end in EOS unless a sampled one ran out of tokens."""
         cfg = self.cfg
-        chosen = self.examples_for(step)
+        chosen = self.my_examples(step)
         prompts = [self.task.prompt(e, self.tokenizer) for _, e in chosen]
+        if not chosen:
+            return [], [], [] if cfg.sft_source == "rejection" else None
         if cfg.sft_source == "reference":
             tok = self.tokenizer
             chat = bool(getattr(tok, "chat_template", None))
             p_ids = [tok(p, add_special_tokens=not chat)["input_ids"] for p in prompts]
             c_ids = [tok(self.task.reference_completion(e), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
                      for _, e in chosen]
-            return p_ids, c_ids, {}
+            return p_ids, c_ids, None
         seeds = [stream_key(cfg.seed, step, j, s) for j, _ in chosen for s in range(cfg.group_size)]
         ro = self.backend.generate(prompts, cfg.group_size, Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens),
                                    seeds)
         refs = [e.answer for _, e in chosen for _ in range(cfg.group_size)]
         rewards = self.reward(ro.texts, refs)
         keep = [i for i, r in enumerate(rewards) if r >= 1.0]  # trained on exactly the sampled tokens
-        return ([list(ro.prompt_ids[i]) for i in keep], [list(ro.completion_ids[i]) for i in keep],
-                {"reward_mean": sum(rewards) / len(rewards), "kept": len(keep) / len(rewards)})
+        return [list(ro.prompt_ids[i]) for i in keep], [list(ro.completion_ids[i]) for i in keep], rewards
 
     def train_step(self, step: int) -> dict[str, Any]:
         cfg = self.cfg
         t0 = time.time()
-        p_ids, c_ids, extra = self.targets(step)
-        total = float(sum(len(c) for c in c_ids))
+        p_ids, c_ids, rewards = self.targets(step)
+        # the normaliser is the whole step's token count, summed over ranks
+        total, seqs, r_sum, r_n = self.dist.sum([sum(len(c) for c in c_ids), len(c_ids), sum(rewards or []),
+                                                 len(rewards or [])])
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
         loss_sum = 0.0
@@ -82,9 +85,12 @@ class SFTTrainer(Trainer):
             loss = sft_loss(self.model, b, total_tokens=total)
             loss.backward()
             loss_sum += float(loss.detach())
-        grad_norm = self.optimizer_step(step) if c_ids else 0.0
-        metrics = {"step": step, "loss": loss_sum, "tokens": int(total), "sequences": len(c_ids),
-                   "grad_norm": grad_norm, "lr": self.lr_at(step), "step_s": round(time.time() - t0, 3), **extra}
+        grad_norm = self.optimizer_step(step) if total > 0 else 0.0
+        (loss_sum,) = self.dist.sum([loss_sum])
+        metrics = {"step": step, "loss": loss_sum, "tokens": int(total), "sequences": int(seqs),
+                   "grad_norm": grad_norm, "lr": self.lr_at(step), "step_s": round(time.time() - t0, 3)}
+        if rewards is not None:
+            metrics.update(reward_mean=r_sum / max(r_n, 1), kept=seqs / max(r_n, 1))
         metrics.update(self.adapter_values())
         return metrics
 

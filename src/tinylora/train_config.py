@@ -51,9 +51,12 @@ class TrainConfig:
     eval_before: bool = True
     checkpoint_every: int = 10
     save_dtype: str = "fp32"
+    log_completions: bool = True  # every sampled completion and its reward to completions.jsonl
     seed: int = 0
-    dtype: str = "fp32"
-    device: str = "cpu"
+    dtype: str = "fp32"  # the frozen base's dtype; the adapter and optimizer are fp32 regardless
+    device: str = "auto"  # cpu, cuda (one GPU per rank under torchrun), cuda:N, or auto (CUDA when present)
+    autocast: str = "auto"  # bf16 autocast: auto (on CUDA only), bf16 (always), off
+    dist_timeout_s: float = 600.0  # torchrun: a collective waiting longer than this fails the job
     out_dir: str = "runs/toy-grpo"
 
     def __post_init__(self) -> None:
@@ -74,6 +77,10 @@ class TrainConfig:
             (self.micro_batch_size >= 1, "micro_batch_size must be >= 1"),
             (self.save_dtype in ("fp32", "bf16", "fp16"), "save_dtype must be fp32, bf16 or fp16"),
             (self.clip_low >= 0 and self.clip_high >= 0, "clip ranges must be non-negative"),
+            (self.autocast in ("auto", "bf16", "off"), f"autocast must be auto, bf16 or off, got {self.autocast!r}"),
+            (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"),
+             f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}"),
+            (self.dist_timeout_s > 0, "dist_timeout_s must be positive"),
         ]
         for ok, msg in checks:
             if not ok:

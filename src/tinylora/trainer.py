@@ -17,6 +17,10 @@ How this departs from textbook GRPO (Shao et al. 2024), each a documented choice
   backward pass (their gradient is exactly zero) but still count in the normaliser.
 - Log-probs for the loss are recomputed with the unmerged, differentiable adapter path; the
   rollout itself runs on merged weights.
+
+Under ``torchrun`` each rank takes a contiguous share of the step's prompts (a prompt's G samples
+stay together, so advantages are local); token and sequence counts are summed over ranks before
+they normalise the loss, and the adapter's gradient is summed (see :mod:`tinylora.distributed`).
 """
 
 from __future__ import annotations
@@ -31,8 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import contextlib
+
 import torch
 
+from . import distributed
 from . import tasks as tasks_mod
 from .adapter_file import load as load_adapter
 from .adapter_file import save as save_adapter
@@ -93,15 +100,19 @@ class Trainer:
     curve = "loss"  # the metric summarised first fifth → last fifth in the report
 
     def __init__(self, cfg: TrainConfig, *, model=None, tokenizer=None, task=None,
-                 backend: RolloutBackend | None = None, progress: bool = True):
+                 backend: RolloutBackend | None = None, progress: bool = True,
+                 dist: distributed.Dist | None = None):
         from .loading import load_model, load_tokenizer
 
         if cfg.algo != self.algo:
             raise ValueError(f"{type(self).__name__} runs algo={self.algo!r}, the config says {cfg.algo!r}")
         self.cfg = cfg
-        self.progress = progress
+        # under torchrun: this rank's place in the job (one rank otherwise)
+        self.dist = dist if dist is not None else distributed.init(cfg.device, cfg.dist_timeout_s)
+        self.progress = progress and self.dist.is_main
         torch.manual_seed(cfg.seed)
-        self.model = model if model is not None else load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+        self.model = (model if model is not None
+                      else load_model(cfg.model, dtype=cfg.dtype, device=str(self.dist.device)))
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.model)
         self.task = task if task is not None else tasks_mod.get(cfg.task, **cfg.task_args)
         self.reward = tasks_mod.TaskReward(self.task)
@@ -126,6 +137,16 @@ class Trainer:
             return base * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
         return base
 
+    def autocast(self):
+        """bf16 autocast on CUDA (``autocast: auto``) — the adapter and optimizer stay fp32; fp32 on CPU."""
+        dev = next(self.model.parameters()).device
+        on = self.cfg.autocast == "bf16" or (self.cfg.autocast == "auto" and dev.type == "cuda")
+        return torch.autocast(dev.type, dtype=torch.bfloat16) if on else contextlib.nullcontext()
+
+    def my_examples(self, step: int) -> list[tuple[int, Any]]:
+        """This rank's share of the step's prompts (all of them in one process)."""
+        return self.dist.shard(self.examples_for(step))
+
     def examples_for(self, step: int) -> list[tuple[int, Any]]:
         """(global index, example) for this step: a seeded permutation per epoch; a pure function of step."""
         n, B = len(self.train_examples), self.cfg.prompts_per_step
@@ -146,7 +167,9 @@ class Trainer:
         raise NotImplementedError
 
     def optimizer_step(self, step: int) -> float:
-        """Clip, set this step's learning rate, step AdamW; returns the pre-clip gradient norm."""
+        """Sum the gradient over ranks, clip, set this step's learning rate, step AdamW; returns the
+        pre-clip gradient norm (identical on every rank, so every rank takes the same step)."""
+        self.dist.sum_grads(self.params)
         for p in self.params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -166,8 +189,12 @@ class Trainer:
 
     # --- checkpoints ----------------------------------------------------------------------
     def save_checkpoint(self, step_done: int) -> Path:
-        """Atomically: write ckpt-N.tmp, rename to ckpt-N, then point ``latest`` at it."""
+        """Atomically: write ckpt-N.tmp, rename to ckpt-N, then point ``latest`` at it (rank 0 writes;
+        every rank waits for it, so a resume never sees a half-written checkpoint)."""
         final = self.out / f"ckpt-{step_done}"
+        if not self.dist.is_main:
+            self.dist.barrier()
+            return final
         tmp = self.out / f"ckpt-{step_done}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -182,6 +209,7 @@ class Trainer:
         for old in self.out.glob("ckpt-*"):
             if old != final and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
+        self.dist.barrier()
         return final
 
     def resume(self) -> int:
@@ -194,29 +222,40 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
-        metrics = self.out / "metrics.jsonl"
-        if metrics.exists():  # drop lines logged after the checkpoint: they will be redone
-            keep = [ln for ln in metrics.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < self.step]
-            metrics.write_text("".join(ln + "\n" for ln in keep))
+        for log in (self.out / "metrics.jsonl", self.out / "completions.jsonl"):
+            if log.exists() and self.dist.is_main:  # drop lines logged after the checkpoint: they will be redone
+                keep = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < self.step]
+                log.write_text("".join(ln + "\n" for ln in keep))
         return self.step
 
     # --- the run --------------------------------------------------------------------------
     def evaluate(self, name: str, split: str | None = None) -> dict:
         cfg = self.cfg
-        return evaluate(self.model, self.tokenizer, self.task, split=split or cfg.eval_split, limit=cfg.eval_limit,
-                        batch_size=cfg.eval_batch_size, max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed,
-                        out_dir=self.out / name, progress=self.progress, model_name=cfg.model)
+        with self.autocast():
+            return evaluate(self.model, self.tokenizer, self.task, split=split or cfg.eval_split,
+                            limit=cfg.eval_limit, batch_size=cfg.eval_batch_size, max_new_tokens=cfg.eval_max_new_tokens,
+                            seed=cfg.seed, out_dir=self.out / name, progress=self.progress, model_name=cfg.model,
+                            dist=self.dist)
+
+    def log(self, name: str, records: list[dict[str, Any]]) -> None:
+        """Append JSON lines to a run file (rank 0 only)."""
+        if self.dist.is_main and records:
+            with (self.out / name).open("a") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in records))
 
     def train(self, resume: bool = False) -> dict[str, Any]:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
+        held = (self.out / "latest").exists() or (self.out / "metrics.jsonl").exists()
+        self.dist.barrier()  # every rank has looked before rank 0 writes anything
         if resume:
             self.resume()
-        elif (self.out / "latest").exists() or (self.out / "metrics.jsonl").exists():
+        elif held:
             raise ValueError(f"{self.out} already holds a run; resume it with --resume (when it has a checkpoint), "
                              "or choose another out_dir")
-        (self.out / "config.yaml").write_text(cfg.to_yaml())
-        (self.out / "versions.json").write_text(json.dumps(versions(), indent=2))
+        if self.dist.is_main:
+            (self.out / "config.yaml").write_text(cfg.to_yaml())
+            (self.out / "versions.json").write_text(json.dumps(versions(), indent=2))
         before = self.evaluate("eval_before") if cfg.eval_before else None
 
         def on_sigint(signum, frame):
@@ -231,14 +270,16 @@ class Trainer:
         history = []
         try:
             while self.step < cfg.steps:
-                m = self.train_step(self.step)
+                with self.autocast():
+                    m = self.train_step(self.step)
                 history.append(m)
-                with (self.out / "metrics.jsonl").open("a") as f:
-                    f.write(json.dumps(m) + "\n")
+                self.log("metrics.jsonl", [m])
                 self.step += 1
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(self.postfix(m))
+                if self.dist.active:  # stop together: one rank's Ctrl-C stops every rank at the same step
+                    self._stop = self.dist.sum([float(self._stop)])[0] > 0
                 if self._stop:
                     path = self.save_checkpoint(self.step)
                     print(f"\ninterrupted: checkpoint saved to {path}; continue with --resume {self.out}")
@@ -250,8 +291,15 @@ class Trainer:
                 bar.close()
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
-        adapter_path = save_adapter(self.model, self.out / "adapter.safetensors", dtype=cfg.save_dtype)
+        adapter_path = self.out / "adapter.safetensors"
+        if self.dist.is_main:
+            save_adapter(self.model, adapter_path, dtype=cfg.save_dtype)
         after = self.evaluate("eval_after")
+        summary = self.summarize(before, after, adapter_path) if self.dist.is_main else None
+        return self.dist.broadcast(summary)
+
+    def summarize(self, before: dict | None, after: dict, adapter_path: Path) -> dict[str, Any]:
+        cfg = self.cfg
         all_metrics = [json.loads(ln) for ln in (self.out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
         head = all_metrics[: max(1, len(all_metrics) // 5)]
         tail = all_metrics[-max(1, len(all_metrics) // 5):]
@@ -263,7 +311,7 @@ class Trainer:
             "trainable_parameters": sum(p.numel() for p in self.params),
             "adapter_bytes": update_bytes(self.model, cfg.save_dtype), "adapter_path": str(adapter_path),
             "values": [x for p in self.params for x in p.detach().flatten().tolist()][:64],
-            "method": get_root(self.model).config.method, "steps": cfg.steps,
+            "method": get_root(self.model).config.method, "steps": cfg.steps, "world_size": self.dist.world,
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
@@ -281,24 +329,37 @@ class GRPOTrainer(Trainer):
     # --- one step -------------------------------------------------------------------------
     def rollout(self, step: int) -> tuple[list, Rollout]:
         cfg = self.cfg
-        chosen = self.examples_for(step)
+        chosen = self.my_examples(step)
+        if not chosen:  # more ranks than prompts: this rank sits the step out (but joins every collective)
+            return chosen, Rollout([], [], [], [])
         prompts = [self.task.prompt(e, self.tokenizer) for _, e in chosen]
         seeds = [stream_key(cfg.seed, step, j, s) for j, _ in chosen for s in range(cfg.group_size)]
         sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
         return chosen, self.backend.generate(prompts, cfg.group_size, sampling, seeds)
+
+    def log_completions(self, step: int, chosen: list, ro: Rollout, rewards: list[float]) -> None:
+        """Every sample of the step (gathered from all ranks) to ``completions.jsonl``."""
+        if not self.cfg.log_completions:
+            return
+        G = self.cfg.group_size
+        mine = [{"step": step, "prompt": j, "sample": s, "reward": rewards[k * G + s], "text": ro.texts[k * G + s]}
+                for k, (j, _) in enumerate(chosen) for s in range(G)]
+        self.log("completions.jsonl", [r for part in self.dist.gather(mine) for r in part])
 
     def train_step(self, step: int) -> dict[str, Any]:
         cfg = self.cfg
         t0 = time.time()
         chosen, ro = self.rollout(step)
         refs = [e.answer for _, e in chosen for _ in range(cfg.group_size)]
-        rewards = torch.tensor(self.reward(ro.texts, refs)).view(len(chosen), cfg.group_size)
+        reward_list = self.reward(ro.texts, refs) if chosen else []
+        rewards = torch.tensor(reward_list, dtype=torch.float32).view(len(chosen), cfg.group_size)
         adv, zero_std = group_advantages(rewards, cfg.scale_std)
         adv = adv.reshape(-1)
         t_rollout = time.time() - t0
+        self.log_completions(step, chosen, ro, reward_list)
 
         lengths = [len(c) for c in ro.completion_ids]
-        total_tokens, num_seqs = float(sum(lengths)), float(len(lengths))
+        total_tokens, num_seqs = self.dist.sum([sum(lengths), len(lengths)])  # the whole step's counts
         active = [i for i in range(len(lengths)) if adv[i] != 0 or cfg.kl_coef > 0]
         chunks = [active[i:i + cfg.micro_batch_size] for i in range(0, len(active), cfg.micro_batch_size)]
         pad = self.tokenizer.pad_token_id
@@ -330,12 +391,16 @@ class GRPOTrainer(Trainer):
                 stats["kl"] += st.get("kl", 0.0) * w / cfg.num_iterations
             grad_norm = self.optimizer_step(step)
 
-        r = rewards.float()
+        r = rewards.double().reshape(-1)
+        n, r_sum, r_sq, correct, groups, zero, loss, clip, kl = self.dist.sum([
+            r.numel(), r.sum(), (r * r).sum(), (r >= 1.0).sum(), zero_std.numel(), zero_std.sum(),
+            stats["loss"], stats["clip_frac"], stats["kl"]])
+        mean = r_sum / n
         metrics = {
-            "step": step, "reward_mean": float(r.mean()), "reward_std": float(r.std()) if r.numel() > 1 else 0.0,
-            "accuracy": float((r >= 1.0).float().mean()), "response_length": sum(lengths) / len(lengths),
-            "frac_zero_std": float(zero_std.float().mean()), "clip_frac": stats["clip_frac"], "kl": stats["kl"],
-            "loss": stats["loss"] / cfg.num_iterations, "grad_norm": grad_norm, "lr": self.lr_at(step),
+            "step": step, "reward_mean": mean, "reward_std": math.sqrt(max(r_sq - n * mean * mean, 0.0) / (n - 1))
+            if n > 1 else 0.0, "accuracy": correct / n, "response_length": total_tokens / num_seqs,
+            "frac_zero_std": zero / groups, "clip_frac": clip, "kl": kl, "loss": loss / cfg.num_iterations,
+            "grad_norm": grad_norm, "lr": self.lr_at(step), "rollout_tokens": int(total_tokens),
             "rollout_s": round(t_rollout, 3), "step_s": round(time.time() - t0, 3),
         }
         metrics.update(self.adapter_values())
