@@ -87,6 +87,19 @@ def test_two_ranks_give_the_one_rank_run(quick_backbone, task_file, tmp_path, al
     assert summary["world_size"] == 2
 
 
+def test_resume_under_torchrun_continues_the_run(quick_backbone, task_file, tmp_path):
+    """A 2-rank run stopped at a checkpoint and resumed on 2 ranks ends where one uninterrupted run ends."""
+    args = _train_args(quick_backbone, task_file, steps=4, checkpoint_every=2)
+    tinylora("train", *args, f"out_dir={tmp_path / 'whole'}")
+    tinylora("train", "--nproc", "2", *args, "steps=2", f"out_dir={tmp_path / 'cut'}")
+    tinylora("train", "--nproc", "2", "--resume", str(tmp_path / "cut"), "steps=4")
+    assert (tmp_path / "whole" / "completions.jsonl").read_text() == (tmp_path / "cut" / "completions.jsonl").read_text()
+    a, b = load_file(tmp_path / "whole" / "adapter.safetensors"), load_file(tmp_path / "cut" / "adapter.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7)
+    assert [m["step"] for m in _lines(tmp_path / "cut" / "metrics.jsonl")] == [0, 1, 2, 3]
+
+
 def test_sharded_evaluation_equals_single_process(quick_backbone, tmp_path):
     common = ["eval", "--model", str(quick_backbone), "--task", "arith", "--task-arg", "n_test=11", "--limit", "11",
               "--samples", "2", "--temperature", "1.0", "--batch-size", "3", "--max-new-tokens", "24", "--device", "cpu"]

@@ -240,6 +240,7 @@ class Trainer:
     def log(self, name: str, records: list[dict[str, Any]]) -> None:
         """Append JSON lines to a run file (rank 0 only)."""
         if self.dist.is_main and records:
+            self.out.mkdir(parents=True, exist_ok=True)
             with (self.out / name).open("a") as f:
                 f.write("".join(json.dumps(r) + "\n" for r in records))
 
@@ -250,6 +251,8 @@ class Trainer:
         self.dist.barrier()  # every rank has looked before rank 0 writes anything
         if resume:
             self.resume()
+            if self.step < cfg.steps and self.dist.is_main:  # training goes on: an earlier final eval is stale
+                shutil.rmtree(self.out / "eval_after", ignore_errors=True)
         elif held:
             raise ValueError(f"{self.out} already holds a run; resume it with --resume (when it has a checkpoint), "
                              "or choose another out_dir")
