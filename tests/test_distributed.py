@@ -64,9 +64,11 @@ def _lines(path):
     return [json.loads(ln) for ln in Path(path).read_text().splitlines()]
 
 
-@pytest.mark.parametrize("algo", ["grpo", "sft"])
-def test_two_ranks_give_the_one_rank_run(quick_backbone, task_file, tmp_path, algo):
-    args = _train_args(quick_backbone, task_file, algo=algo, **({"sft_source": "rejection"} if algo == "sft" else {}))
+@pytest.mark.parametrize("algo,adapter", [("grpo", None), ("sft", "{method: lora, r: 1}")])
+def test_two_ranks_give_the_one_rank_run(quick_backbone, task_file, tmp_path, algo, adapter):
+    """GRPO with 13 parameters, and rejection SFT with LoRA (a larger all-reduce: 2,944 numbers)."""
+    extra = {"sft_source": "rejection", "adapter": adapter, "lr": 0.01} if algo == "sft" else {}
+    args = _train_args(quick_backbone, task_file, algo=algo, **extra)
     tinylora("train", *args, f"out_dir={tmp_path / 'one'}")
     two = tinylora("train", "--nproc", "2", *args, f"out_dir={tmp_path / 'two'}")
     assert "on 2 ranks" in two.stdout
