@@ -31,6 +31,8 @@ def test_grid_expands_to_every_valid_combination():
         SweepConfig(storage_dtypes=["int8"])
     with pytest.raises(ValueError, match="bias the report"):
         SweepConfig(select_split="test")
+    with pytest.raises(ValueError, match="series keys"):
+        SweepConfig(grid={"lr": [0.1]}, series=["adapter.r"])
     assert parse_shard("1/3") == (1, 3)
     with pytest.raises(ValueError):
         parse_shard("3/3")
@@ -69,9 +71,10 @@ def test_micro_sweep_table_png_and_resume(quick_backbone, tmp_path):
         assert (now != t) == (p == redo)
 
 
-def _row(lr, seed, acc, sel=None, storage="fp32"):
+def _row(lr, seed, acc, sel=None, storage="fp32", config="{}", series=""):
     return {"method": "tinylora", "algo": "grpo", "storage": storage, "bytes": 52, "lr": lr, "seed": seed,
-            "accuracy": acc, "ci95_low": acc - 0.1, "ci95_high": acc + 0.1, "select_accuracy": sel}
+            "accuracy": acc, "ci95_low": acc - 0.1, "ci95_high": acc + 0.1, "select_accuracy": sel,
+            "config": config, "series": series}
 
 
 def test_best_lr_is_chosen_on_the_selection_split_and_reported_on_the_other():
@@ -80,6 +83,12 @@ def test_best_lr_is_chosen_on_the_selection_split_and_reported_on_the_other():
     assert best_curves(rows) == {"tinylora + grpo": [(52, pytest.approx(0.3), pytest.approx(0.2), pytest.approx(0.4))]}
     unselected = [{**r, "select_accuracy": None} for r in rows]  # no selection split: chosen on test itself
     assert best_curves(unselected)["tinylora + grpo"][0][1] == pytest.approx(0.6)
+    # two configurations of one size (r=1, r=4): the best one is kept, or each is its own line as a series
+    r1 = [_row(0.1, s, 0.2, 0.2, config='{"adapter.r": 1}', series="r=1") for s in (0, 1)]
+    r4 = [_row(0.1, s, 0.5, 0.5, config='{"adapter.r": 4}', series="r=4") for s in (0, 1)]
+    assert best_curves([{**r, "series": ""} for r in r1 + r4])["tinylora + grpo"][0][1] == pytest.approx(0.5)
+    lines = best_curves(r1 + r4)
+    assert lines["tinylora + grpo [r=1]"][0][1] == pytest.approx(0.2) and lines["tinylora + grpo [r=4]"][0][1] == pytest.approx(0.5)
 
 
 def test_shipped_toy_sweep_config_is_valid():

@@ -38,11 +38,14 @@ class SweepConfig:
     out_dir: str = "runs/sweep"
     storage_dtypes: list[str] = field(default_factory=lambda: ["fp32"])
     select_split: str | None = None  # where the best lr per size is chosen; None: on eval_split itself
+    series: list[str] = field(default_factory=list)  # grid keys that make separate lines (e.g. adapter.r)
 
     def __post_init__(self) -> None:
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"grid key {key!r} needs a non-empty list of values, got {values!r}")
+        if any(k not in self.grid for k in self.series):
+            raise ValueError(f"series keys must be grid keys, got {self.series} (grid: {list(self.grid)})")
         bad = [d for d in self.storage_dtypes if d not in STORAGE_DTYPES]
         if bad or not self.storage_dtypes:
             raise ValueError(f"storage_dtypes must be a non-empty subset of {STORAGE_DTYPES}, got {self.storage_dtypes}")
@@ -57,7 +60,7 @@ class SweepConfig:
         import yaml
 
         data = yaml.safe_load(Path(path).read_text()) or {}
-        known = {"base", "grid", "out_dir", "storage_dtypes", "select_split"}
+        known = {"base", "grid", "out_dir", "storage_dtypes", "select_split", "series"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown sweep key(s) {unknown}; known: {', '.join(sorted(known))}")
@@ -226,7 +229,11 @@ def collect(sweep: SweepConfig) -> list[dict[str, Any]]:
         for dt, ev in extra["storage"].items():
             rows.append({
                 "point": point.id, **point.values, "method": summary["method"],
-                "algo": cfg.algo, "lr": cfg.learning_rate(), "seed": cfg.seed, "storage": dt,
+                "algo": cfg.algo + ("-rejection" if cfg.algo == "sft" and cfg.sft_source == "rejection" else ""),
+                "lr": cfg.learning_rate(), "seed": cfg.seed, "storage": dt,
+                "series": ", ".join(f"{k.split('.')[-1]}={point.values[k]}" for k in sweep.series),
+                "config": json.dumps({k: v for k, v in point.values.items() if k not in ("lr", "seed")},
+                                     sort_keys=True, default=str),
                 "trainable_parameters": summary["trainable_parameters"], "bytes": ev["bytes"],
                 "accuracy_before": summary["accuracy_before"], "accuracy": ev["accuracy"],
                 "ci95_low": ev["ci95"][0], "ci95_high": ev["ci95"][1], "select_accuracy": ev.get("select_accuracy"),
@@ -248,24 +255,27 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def best_curves(rows: list[dict[str, Any]]) -> dict[str, list[tuple[int, float, float, float]]]:
-    """method/algo[/storage] → [(bytes, accuracy, ci low, ci high)]: per update size, the learning
-    rate with the best mean accuracy over seeds (the paper's selection) — on the selection split when
-    the sweep has one (``select_accuracy``), otherwise on the reported split itself."""
+    """line → [(bytes, accuracy, ci low, ci high)]. A line is method + algo (+ the sweep's ``series``
+    values, + storage when rounded); per update size it keeps the configuration and learning rate
+    with the best mean accuracy over seeds (the paper's selection) — measured on the selection split
+    when the sweep has one (``select_accuracy``), otherwise on the reported split itself."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["algo"], r["storage"], r["bytes"], r["lr"]), []).append(r)
+        config = r.get("config", "")  # the grid values but lr and seed: what seeds average over, lr is chosen
+        groups.setdefault((r["method"], r["algo"], r.get("series", ""), r["storage"], r["bytes"], config, r["lr"]),
+                          []).append(r)
     best: dict[tuple, tuple] = {}
-    for (method, algo, storage, nbytes, lr), rs in groups.items():
+    for (method, algo, series, storage, nbytes, _, _), rs in groups.items():
         def mean(key: str) -> float:
             return sum(r[key] for r in rs) / len(rs)
 
         chosen_by = mean("select_accuracy") if all(r.get("select_accuracy") is not None for r in rs) else mean("accuracy")
-        key = (method, algo, storage, nbytes)
+        key = (method, algo, series, storage, nbytes)
         if key not in best or chosen_by > best[key][0]:
             best[key] = (chosen_by, mean("accuracy"), mean("ci95_low"), mean("ci95_high"))
     curves: dict[str, list] = {}
-    for (method, algo, storage, nbytes), (_, acc, lo, hi) in sorted(best.items(), key=lambda kv: kv[0][3]):
-        name = f"{method} + {algo}" + ("" if storage == "fp32" else f" ({storage})")
+    for (method, algo, series, storage, nbytes), (_, acc, lo, hi) in sorted(best.items(), key=lambda kv: kv[0][4]):
+        name = f"{method} + {algo}" + (f" [{series}]" if series else "") + ("" if storage == "fp32" else f" ({storage})")
         curves.setdefault(name, []).append((nbytes, acc, lo, hi))
     return curves
 
