@@ -25,6 +25,7 @@ they normalise the loss, and the adapter's gradient is summed (see :mod:`tinylor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -34,8 +35,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import contextlib
 
 import torch
 
