@@ -55,6 +55,8 @@ def test_micro_sweep_table_png_and_resume(quick_backbone, tmp_path):
     assert (tmp_path / "sw" / "accuracy_vs_bytes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| tinylora | sft | bf16 | 13 | 26 |" in path.read_text()
     assert "measured on the 'validation' split; the accuracies shown are on 'test'" in path.read_text()
+    page = (tmp_path / "sw" / "report.html").read_text()
+    assert page.count("<table>") == 2 and '<img src="accuracy_vs_bytes.png"' in page and "<td>tinylora</td>" in page
     assert all(r["select_accuracy"] is not None for r in rows)
     sel = json.loads((tmp_path / "sw" / "points" / rows[0]["point"] / "select_validation_bf16" / "summary.json").read_text())
     assert sel["split"] == "validation" and sel["n"] == 4

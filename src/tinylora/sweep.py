@@ -312,7 +312,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def report(sweep: SweepConfig, rows: list[dict[str, Any]], command: str | None = None) -> Path:
-    """``accuracy_vs_bytes.png`` and ``report.md`` in the sweep directory."""
+    """``accuracy_vs_bytes.png``, ``report.md`` and the same as ``report.html`` in the sweep directory."""
     from .evaluation import versions
 
     out = Path(sweep.out_dir)
@@ -322,6 +322,11 @@ def report(sweep: SweepConfig, rows: list[dict[str, Any]], command: str | None =
         lines += ["```", command, "```", ""]
     if png:
         lines += [f"![accuracy against update size]({png.name})", ""]
+        lines += ["What the plot shows (per line and update size: the best configuration and learning rate, "
+                  "accuracy averaged over seeds):", "", "| line | bytes | accuracy | mean 95% CI |", "|---|---|---|---|"]
+        for name, pts in best_curves(rows).items():
+            lines += [f"| {name} | {b} | {100 * acc:.1f}% | {100 * lo:.1f}–{100 * hi:.1f}% |" for b, acc, lo, hi in pts]
+        lines += ["", "Every run:", ""]
     sel = f" {sweep.select_split} |" if sweep.select_split else ""
     lines += ["| point | method | algo | storage | params | bytes | lr | seed | accuracy | 95% CI |" + sel,
               "|---" * (10 + bool(sel)) + "|"]
@@ -346,7 +351,46 @@ def report(sweep: SweepConfig, rows: list[dict[str, Any]], command: str | None =
               "Versions:", "```json", json.dumps(versions(), indent=2), "```"]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
+    (out / "report.html").write_text(_html(lines))
     return path
+
+
+def _html(lines: list[str]) -> str:
+    """The report's markdown subset (headings, fences, tables, images, paragraphs) as one HTML page."""
+    import html
+
+    out, in_code, in_table = [], False, False
+    for ln in lines:
+        if ln.startswith("```"):
+            out.append("</pre>" if in_code else "<pre>")
+            in_code = not in_code
+            continue
+        if in_code:
+            out.append(html.escape(ln))
+            continue
+        if ln.startswith("|"):
+            cells = [c.strip() for c in ln.strip("|").split("|")]
+            if all(set(c) <= set("-") for c in cells):
+                continue
+            tag = "th" if not in_table else "td"
+            out.append(("<table>" if not in_table else "") + "<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>"
+                                                                            for c in cells) + "</tr>")
+            in_table = True
+            continue
+        if in_table:
+            out.append("</table>")
+            in_table = False
+        if ln.startswith("# "):
+            out.append(f"<h1>{html.escape(ln[2:])}</h1>")
+        elif ln.startswith("!["):
+            alt, src = ln[2:].split("](")
+            out.append(f'<img src="{html.escape(src.rstrip(")"))}" alt="{html.escape(alt)}" style="max-width:100%">')
+        elif ln:
+            out.append(f"<p>{html.escape(ln)}</p>")
+    if in_table:
+        out.append("</table>")
+    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
+    return f"<!doctype html><meta charset=utf-8><title>Sweep report</title><style>{style}</style>\n" + "\n".join(out) + "\n"
 
 
 def command_line() -> str:
