@@ -148,7 +148,18 @@ def _launch(nproc: int, argv: list[str]) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "tinylora", *argv]
     print("launching: " + " ".join(cmd[2:]), flush=True)
-    rc = subprocess.call(cmd)
+    proc = subprocess.Popen(cmd)
+    interrupted = False
+    while True:
+        try:
+            rc = proc.wait()
+            break
+        except KeyboardInterrupt:  # the ranks got the same Ctrl-C: let them checkpoint together and exit
+            interrupted = True
+    if interrupted:
+        print("tinylora: interrupted; the ranks saved a checkpoint (see above) — continue with --resume RUN_DIR",
+              file=sys.stderr)
+        return 130
     if rc != 0:
         print(f"tinylora: the {nproc}-process job failed (torchrun exit code {rc}); the first failing rank and its "
               "error are reported above", file=sys.stderr)

@@ -260,10 +260,11 @@ class Trainer:
             (self.out / "versions.json").write_text(json.dumps(versions(), indent=2))
         before = self.evaluate("eval_before") if cfg.eval_before else None
 
-        def on_sigint(signum, frame):
+        def on_stop_signal(signum, frame):  # Ctrl-C, or SIGTERM (torchrun stopping, a scheduler preempting)
             self._stop = True
 
-        old_handler = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+        stop_signals = (signal.SIGINT, signal.SIGTERM)
+        old_handlers = {sig: signal.signal(sig, on_stop_signal) for sig in stop_signals} if _main_thread() else {}
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -284,15 +285,16 @@ class Trainer:
                     self._stop = self.dist.sum([float(self._stop)])[0] > 0
                 if self._stop:
                     path = self.save_checkpoint(self.step)
-                    print(f"\ninterrupted: checkpoint saved to {path}; continue with --resume {self.out}")
+                    if self.dist.is_main:
+                        print(f"\ninterrupted: checkpoint saved to {path}; continue with --resume {self.out}")
                     raise KeyboardInterrupt
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint(self.step)
         finally:
             if bar is not None:
                 bar.close()
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
         adapter_path = self.out / "adapter.safetensors"
         if self.dist.is_main:
             save_adapter(self.model, adapter_path, dtype=cfg.save_dtype)
