@@ -58,7 +58,10 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     if device == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("device=cuda but torch sees no CUDA GPU (use device=cpu or device=auto)")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f"local rank {local_rank} needs its own GPU, but this machine has "
+                             f"{torch.cuda.device_count()}: start at most that many processes per node")
+        return torch.device("cuda", local_rank)
     if device.startswith("cuda:") and not torch.cuda.is_available():
         raise ValueError(f"device={device} but torch sees no CUDA GPU")
     if device != "cpu" and not device.startswith("cuda:"):
