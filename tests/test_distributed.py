@@ -42,6 +42,18 @@ def test_shards_cover_every_item_once_in_order():
             assert max(map(len, shards)) - min(map(len, shards)) <= 1
 
 
+def test_device_resolution_refuses_what_is_not_there():
+    from tinylora.distributed import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(ValueError, match="no CUDA"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="device must be"):
+        resolve_device("tpu")
+
+
 @pytest.fixture(scope="module")
 def task_file(tmp_path_factory):
     from tinylora.toy.arith import problems
