@@ -88,14 +88,10 @@ def main() -> None:
         rec["step_s"] = last["step_s"]
         if a.check_grad:
             # one SFT step on the reference solutions through the same model and optimizer
-            from tinylora.sft import sft_loss
+            from tinylora.sft import reference_targets, sft_loss
             from tinylora.trainer import build_batch
 
-            tok = tr.tokenizer
-            ex = tr.train_examples[:8]
-            b = build_batch([tok(tr.task.prompt(e))["input_ids"] for e in ex],
-                            [tok(tr.task.reference_completion(e), add_special_tokens=False)["input_ids"] for e in ex],
-                            tok.pad_token_id)
+            b = build_batch(*reference_targets(tr.task, tr.tokenizer, tr.train_examples[:8]), tr.tokenizer.pad_token_id)
             t = time.time()
             with tr.autocast():
                 loss = sft_loss(tr.model, b)

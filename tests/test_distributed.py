@@ -50,8 +50,13 @@ def test_device_resolution_refuses_what_is_not_there():
         assert resolve_device("auto") == torch.device("cpu")
         with pytest.raises(ValueError, match="no CUDA"):
             resolve_device("cuda")
-    with pytest.raises(ValueError, match="device must be"):
-        resolve_device("tpu")
+    for bad in ("tpu", "cuda:x"):
+        with pytest.raises(ValueError, match="device must be"):
+            resolve_device(bad)
+    from tinylora.train_config import TrainConfig
+
+    with pytest.raises(ValueError, match="device must be"):  # refused when the config is read, not at launch
+        TrainConfig(device="gpu")
 
 
 @pytest.fixture(scope="module")

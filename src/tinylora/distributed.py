@@ -10,8 +10,8 @@ Outside ``torchrun`` (no ``WORLD_SIZE`` in the environment) :func:`init` returns
 :class:`Dist` whose collectives are no-ops: the same code path runs in one process.
 
 A rank that dies must not leave the others waiting forever: the process group gets a timeout,
-``torchrun`` ends the job when a worker exits with an error, and :func:`describe_failure` turns a
-failed collective into a one-line message.
+``torchrun`` ends the job when a worker exits with an error, and a failed collective becomes one
+:class:`DistFailure` whose message says what happened.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import functools
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence, TypeVar
 
@@ -51,8 +52,16 @@ def _collective(fn):
     return wrapper
 
 
+def check_device_name(device: str) -> str:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``, or a ValueError naming what is accepted."""
+    if device not in ("cpu", "cuda", "auto") and not re.fullmatch(r"cuda:\d+", str(device)):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    return device
+
+
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     """``cpu``, ``cuda`` (this rank's GPU under torchrun), ``cuda:N``, or ``auto`` (CUDA when present)."""
+    check_device_name(device)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
@@ -64,8 +73,6 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
         return torch.device("cuda", local_rank)
     if device.startswith("cuda:") and not torch.cuda.is_available():
         raise ValueError(f"device={device} but torch sees no CUDA GPU")
-    if device != "cpu" and not device.startswith("cuda:"):
-        raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
     return torch.device(device)
 
 
@@ -108,12 +115,9 @@ class Dist:
 
     @_collective
     def sum_grads(self, params: Sequence[torch.Tensor]) -> None:
-        """Sum ``p.grad`` over ranks in one flat all-reduce (a missing grad counts as zero)."""
+        """Sum ``p.grad`` over ranks in one flat all-reduce (every param needs a grad: zeros if unused)."""
         if not self.active:
             return
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
         flat = torch.cat([p.grad.reshape(-1).float() for p in params])
         torch.distributed.all_reduce(flat)
         offset = 0

@@ -68,6 +68,12 @@ class SeededSampler:
         return out
 
 
+def prompt_special_tokens(tokenizer) -> bool:
+    """Whether to add the tokenizer's special tokens (BOS) to a prompt: not when a chat template already
+    wrote them. One rule for rollouts, evaluation and SFT, so all three see the same prompt tokens."""
+    return not bool(getattr(tokenizer, "chat_template", None))
+
+
 def prepare_tokenizer(tokenizer):
     """Left padding (so every prompt ends where generation starts) and a pad token."""
     tokenizer.padding_side = "left"
@@ -96,8 +102,7 @@ def generate_tokens(model, tokenizer, prompts: list[str], *, n: int = 1, samplin
     if n > 1 and sampling.temperature <= 0:
         raise ValueError("several samples per prompt need temperature > 0 (greedy samples are identical)")
     prepare_tokenizer(tokenizer)
-    chat = bool(getattr(tokenizer, "chat_template", None))
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not chat)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=prompt_special_tokens(tokenizer))
     device = next(model.parameters()).device
     ids = enc["input_ids"].repeat_interleave(n, dim=0).to(device)
     mask = enc["attention_mask"].repeat_interleave(n, dim=0).to(device)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .generation import prompt_special_tokens
 from .rollout import Sampling
 from .seeding import stream_key
 from .trainer import Batch, Trainer, build_batch, completion_logprobs
@@ -34,6 +35,16 @@ def sft_loss(model, batch: Batch, total_tokens: float | None = None) -> torch.Te
     mask = batch.mask.to(logp.device)
     denom = float(mask.sum()) if total_tokens is None else total_tokens
     return -(logp * mask).sum() / max(denom, 1.0)
+
+
+def reference_targets(task, tokenizer, examples) -> tuple[list[list[int]], list[list[int]]]:
+    """(prompt ids, completion ids + EOS) for SFT on the task's reference solutions, tokenized as the
+    rollouts tokenize prompts."""
+    add = prompt_special_tokens(tokenizer)
+    p_ids = [tokenizer(task.prompt(e, tokenizer), add_special_tokens=add)["input_ids"] for e in examples]
+    c_ids = [tokenizer(task.reference_completion(e), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+             for e in examples]
+    return p_ids, c_ids
 
 
 class SFTTrainer(Trainer):
@@ -51,16 +62,11 @@ class SFTTrainer(Trainer):
         rank's prompts; completions end in EOS unless a sampled one ran out of tokens."""
         cfg = self.cfg
         chosen = self.my_examples(step)
-        prompts = [self.task.prompt(e, self.tokenizer) for _, e in chosen]
-        if not chosen:
-            return [], [], [] if cfg.sft_source == "rejection" else None
         if cfg.sft_source == "reference":
-            tok = self.tokenizer
-            chat = bool(getattr(tok, "chat_template", None))
-            p_ids = [tok(p, add_special_tokens=not chat)["input_ids"] for p in prompts]
-            c_ids = [tok(self.task.reference_completion(e), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-                     for _, e in chosen]
-            return p_ids, c_ids, None
+            return (*reference_targets(self.task, self.tokenizer, [e for _, e in chosen]), None)
+        if not chosen:  # more ranks than prompts: nothing to sample on this rank
+            return [], [], []
+        prompts = [self.task.prompt(e, self.tokenizer) for _, e in chosen]
         seeds = [stream_key(cfg.seed, step, j, s) for j, _ in chosen for s in range(cfg.group_size)]
         ro = self.backend.generate(prompts, cfg.group_size, Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens),
                                    seeds)

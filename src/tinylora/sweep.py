@@ -231,7 +231,7 @@ def collect(sweep: SweepConfig) -> list[dict[str, Any]]:
                 "point": point.id, **point.values, "method": summary["method"],
                 "algo": cfg.algo + ("-rejection" if cfg.algo == "sft" and cfg.sft_source == "rejection" else ""),
                 "lr": cfg.learning_rate(), "seed": cfg.seed, "storage": dt,
-                "series": ", ".join(f"{k.split('.')[-1]}={point.values[k]}" for k in sweep.series),
+                "series": ", ".join(f"{k.split('.')[-1]}={point.values[k]}" for k in sweep.series if k in point.values),
                 "config": json.dumps({k: v for k, v in point.values.items() if k not in ("lr", "seed")},
                                      sort_keys=True, default=str),
                 "trainable_parameters": summary["trainable_parameters"], "bytes": ev["bytes"],

@@ -168,10 +168,10 @@ class Trainer:
     def optimizer_step(self, step: int) -> float:
         """Sum the gradient over ranks, clip, set this step's learning rate, step AdamW; returns the
         pre-clip gradient norm (identical on every rank, so every rank takes the same step)."""
-        self.dist.sum_grads(self.params)
-        for p in self.params:
+        for p in self.params:  # a rank (or step) without samples to learn from contributes zeros
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
+        self.dist.sum_grads(self.params)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip))
         for gr in self.opt.param_groups:
             gr["lr"] = self.lr_at(step)
