@@ -352,8 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    ok = False
     try:
-        return args.func(args)
+        rc = args.func(args)
+        ok = True
+        return rc
     except (AdapterError, ValueError, FileNotFoundError) as e:  # TaskDataError is a ValueError
         print(f"tinylora {args.command}: error: {e}", file=sys.stderr)  # one line, no traceback
         return 2
@@ -366,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         if "torch.distributed" in sys.modules:  # leave the process group cleanly (torch warns otherwise)
             from .distributed import shutdown
 
-            shutdown()
+            shutdown(sync=ok)
 
 
 if __name__ == "__main__":

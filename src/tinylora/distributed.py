@@ -176,6 +176,11 @@ def init(device: str = "auto", timeout_s: float = 600.0) -> Dist:
     return Dist(rank=rank, world=world, local_rank=local_rank, device=dev)
 
 
-def shutdown() -> None:
+def shutdown(sync: bool = False) -> None:
+    """Leave the process group. ``sync`` (a run that ended normally): wait at a barrier first, so no rank
+    tears its connections down while a peer still has a collective in flight (gloo then aborts the
+    peer with "terminate called without an active exception")."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if sync:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()
