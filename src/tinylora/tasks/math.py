@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from .answers import last_boxed, normalize_number
 from .base import Example, Task
-from .rewards import call_with_timeout, math_equal
+from .rewards import MissingDependencyError, call_with_timeout, math_equal, require_math_verify
 
 
 class BoxedMathTask(Task):
@@ -18,6 +18,7 @@ class BoxedMathTask(Task):
 
     def __init__(self, data_dir=None, timeout: float = 5.0, **kw):
         super().__init__(data_dir, **kw)
+        require_math_verify()  # fail now, not with a reward of 0 for every completion
         self.timeout = timeout
 
     def reference_of(self, row: dict) -> str:
@@ -35,12 +36,15 @@ class BoxedMathTask(Task):
         return last_boxed(completion)
 
     def score(self, completion: str, reference: str) -> float:
-        """math-verify equivalence; a check that exceeds ``timeout`` seconds scores 0."""
+        """math-verify equivalence; no ``\\boxed{}``, a check over ``timeout`` seconds, or an expression
+        math-verify cannot parse scores 0; a missing math-verify is an error."""
         predicted = self.extract(completion)
         if predicted is None:
             return 0.0
         try:
             return float(call_with_timeout(lambda: math_equal(predicted, reference), self.timeout))
+        except MissingDependencyError:
+            raise
         except Exception:  # RewardTimeout, or a parser failure on a pathological expression
             return 0.0
 

@@ -22,6 +22,21 @@ class RewardTimeout(Exception):
     pass
 
 
+class MissingDependencyError(ImportError):
+    """A scorer's package is not installed: an error to fix, never a reward of 0."""
+
+
+def require_math_verify() -> None:
+    """Raise :class:`MissingDependencyError` (with the install command) unless math-verify imports."""
+    try:
+        import math_verify  # noqa: F401
+    except ImportError as e:
+        raise MissingDependencyError(
+            "the math-verify package is needed to score \\boxed{} answers (MATH500, AIME24, AMC23, reward 'math') "
+            "but is not installed: pip install 'math-verify>=0.7' (a dependency of tinylora; reinstall with "
+            "pip install -e .)") from e
+
+
 def call_with_timeout(fn: Callable[[], float], seconds: float | None) -> float:
     """Run ``fn`` with a wall-clock limit (SIGALRM; main thread only — elsewhere no limit)."""
     if not seconds or threading.current_thread() is not threading.main_thread():
@@ -49,6 +64,7 @@ def math_equal(predicted: str | None, reference: str) -> bool:
         return False
     import logging
 
+    require_math_verify()
     from math_verify import parse, verify
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns that we bound time ourselves
@@ -90,11 +106,14 @@ def regex_reward(pattern: str) -> RewardFn:
 
 
 REWARDS: dict[str, RewardFn] = {"exact": exact_reward, "numeric": numeric_reward, "math": math_reward}
+NEEDS: dict[str, Callable[[], None]] = {"math": require_math_verify}  # checked when the reward is chosen
 
 
 def get_reward(spec: str) -> RewardFn:
     """``exact`` | ``numeric`` | ``math`` | ``regex:<pattern>`` | ``package.module:function`` (or dotted)."""
     if spec in REWARDS:
+        if spec in NEEDS:
+            NEEDS[spec]()
         return REWARDS[spec]
     if spec.startswith("regex:"):
         try:
@@ -134,6 +153,8 @@ class GuardedScore:
             self.timeouts += 1
             self._note(f"timeout: {e}")
             return 0.0
+        except MissingDependencyError:  # the scorer cannot run at all: every reward would be a false 0
+            raise
         except Exception as e:  # a user's reward may raise anything
             self.errors += 1
             self._note(f"{type(e).__name__}: {e}")
@@ -153,7 +174,8 @@ class GuardedScore:
 
 
 class TaskReward:
-    """The training reward of a task: its own ``score`` (so training and evaluation agree), guarded.
+    """The training reward of a task: its own ``reward`` (its ``score``, or stricter where the score's
+    leniency could be exploited), guarded.
 
     ``reward(completions, references) -> list[float]``; failures score 0 and are counted in
     ``report()``, never raised mid-run.
@@ -161,7 +183,7 @@ class TaskReward:
 
     def __init__(self, task, timeout: float | None = 10.0):
         self.task = task
-        self.guard = GuardedScore(task.score, timeout=timeout)
+        self.guard = GuardedScore(task.reward, timeout=timeout)
 
     def __call__(self, completions: list[str], references: list[str]) -> list[float]:
         if len(completions) != len(references):
