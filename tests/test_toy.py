@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 import pytest
 
 from tinylora import tasks
@@ -110,3 +112,81 @@ def test_quick_pretraining_learns(tmp_path):
     rec = pretrain(tmp_path / "q", PretrainConfig.quick(steps=120), progress=False)
     assert rec["final_loss"] < 0.45 * rec["first_loss"]
     assert (tmp_path / "q" / "config.json").exists() and (tmp_path / "q" / "tokenizer.json").exists()
+
+
+def test_documents_keep_one_style_and_train_only_answers():
+    from tinylora.toy.backbone import document, make_batch
+
+    tok = char_tokenizer()
+    ps = problems("train", 2)
+    segs = document(ps, "step")
+    text = "".join(t for t, _ in segs if t != "<eos>")
+    assert text == f"Q: {ps[0].question}\nA: {ps[0].step()}\nQ: {ps[1].question}\nA: {ps[1].step()}"
+    b = make_batch(tok, [segs])
+    trained = tok.decode([int(t) for t in b["labels"][0] if t >= 0])
+    assert trained == f" {ps[0].step()}\nQ: {ps[1].step()}<eos>"
+    # one problem per document is exactly the single-problem corpus: prompt untrained, answer + EOS trained
+    one = make_batch(tok, [document(ps[:1], "direct")])
+    assert tok.decode(one["input_ids"][0]) == f"Q: {ps[0].question}\nA: {ps[0].direct()}<eos>"
+    assert tok.decode([int(t) for t in one["labels"][0] if t >= 0]) == f" {ps[0].direct()}<eos>"
+
+
+def test_named_sizes_and_bad_configs():
+    from tinylora.toy.backbone import SIZES, PretrainConfig, build_model
+
+    tok = char_tokenizer()
+    counts = {}
+    for name in ("0.25M", "1M", "4M"):
+        cfg = PretrainConfig.sized(name)
+        assert (cfg.hidden_size, cfg.num_layers, cfg.num_heads) == SIZES[name]
+        counts[name] = sum(p.numel() for p in build_model(tok, cfg).parameters())
+    assert 0.2e6 < counts["0.25M"] < 0.3e6 and 0.9e6 < counts["1M"] < 1.2e6 and 3.5e6 < counts["4M"] < 4.5e6
+    with pytest.raises(ValueError, match="unknown size"):
+        PretrainConfig.sized("2M")
+    with pytest.raises(ValueError, match="divisible"):
+        PretrainConfig(hidden_size=100, num_heads=3)
+    with pytest.raises(ValueError, match="doc_problems"):
+        PretrainConfig(doc_problems=0)
+
+
+def test_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from tinylora.toy import backbone
+
+    cfg = dict(steps=6, doc_problems=2, batch_size=4, threads=1)
+    backbone.pretrain(tmp_path / "a", backbone.PretrainConfig.quick(**cfg), progress=False, checkpoint_every=2)
+    real, calls = backbone.make_batch, []
+
+    def dies_at_step_5(*a, **kw):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # killed during step 5: the checkpoint of step 4 is what survives
+        return real(*a, **kw)
+
+    monkeypatch.setattr(backbone, "make_batch", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        backbone.pretrain(tmp_path / "b", backbone.PretrainConfig.quick(**cfg), progress=False, checkpoint_every=2)
+    monkeypatch.setattr(backbone, "make_batch", real)
+    assert (tmp_path / "b" / "checkpoint.pt").is_file() and not (tmp_path / "b" / "config.json").exists()
+    with pytest.raises(ValueError, match="already holds"):
+        backbone.pretrain(tmp_path / "b", backbone.PretrainConfig.quick(**cfg), progress=False)
+    with pytest.raises(ValueError, match="another config"):
+        backbone.pretrain(tmp_path / "b", backbone.PretrainConfig.quick(**{**cfg, "lr": 1e-3}), progress=False,
+                          resume=True)
+    backbone.pretrain(tmp_path / "b", backbone.PretrainConfig.quick(**cfg), progress=False,
+                      checkpoint_every=2, resume=True)
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "b" / "checkpoint.pt").exists()  # finished: the checkpoint is gone
+
+
+def test_arith_uses_a_chat_template_when_the_tokenizer_has_one():
+    tok = char_tokenizer()
+    t = tasks.get("arith", n_test=1)
+    e = t.load("test")[0]
+    assert t.prompt(e, tok) == t.prompt(e) == f"Q: {e.question}\nA:"  # the toy tokenizer: plain format
+    tok.chat_template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}<|assistant|>"
+    chat = t.prompt(e, tok)
+    assert chat.startswith("<|user|>Q: " + e.question) and chat.endswith("<|assistant|>")
+    assert tasks.get("arith", n_test=1, forced=True).prompt(e, tok).endswith("<|assistant|> Step by step:")

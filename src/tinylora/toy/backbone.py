@@ -19,7 +19,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 from .arith import ArithConfig, Problem, make_problem
 from .tokenizer import char_tokenizer
@@ -33,6 +36,15 @@ def shipped_path() -> Path:
     return path
 
 
+SIZES: dict[str, tuple[int, int, int]] = {
+    # name: (hidden_size, num_layers, num_heads); parameters ≈ 16·hidden²·layers (+ a tiny embedding)
+    "0.25M": (64, 4, 4),
+    "1M": (128, 4, 4),
+    "4M": (256, 4, 4),
+    "16M": (512, 4, 8),
+}
+
+
 @dataclass
 class PretrainConfig:
     seed: int = 0
@@ -40,29 +52,66 @@ class PretrainConfig:
     num_layers: int = 4
     num_heads: int = 4
     steps: int = 2600
-    batch_size: int = 48
+    batch_size: int = 48  # documents per step
     lr: float = 2e-3
     warmup: int = 100
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
-    p_step: float = 0.45  # share of step-by-step solutions in the corpus
+    p_step: float = 0.45  # share of step-by-step documents in the corpus
+    # Problems per document: 1..doc_problems, uniformly, all solved in the document's one style. With
+    # more than one, the style is a property of the document (as register is in real text) that the
+    # model must carry across positions; a single-problem prompt then sees only the prior.
+    doc_problems: int = 1
     threads: int = 2
     arith: ArithConfig = field(default_factory=ArithConfig)
+
+    def __post_init__(self):
+        if isinstance(self.arith, dict):
+            self.arith = ArithConfig(**self.arith)
+        for name in ("hidden_size", "num_layers", "num_heads", "steps", "batch_size", "doc_problems", "threads"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"pretrain {name} must be >= 1, got {getattr(self, name)}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if not 0.0 <= self.p_step <= 1.0:
+            raise ValueError(f"p_step must be in [0, 1], got {self.p_step}")
 
     @classmethod
     def quick(cls, **kw) -> PretrainConfig:
         """A smaller model in about a minute: for tests, not for the targets."""
         return cls(**{**dict(hidden_size=64, num_layers=2, steps=150, batch_size=32, warmup=20), **kw})
 
+    @classmethod
+    def sized(cls, size: str, **kw) -> PretrainConfig:
+        """A named size from :data:`SIZES` (same data and recipe, other width/depth)."""
+        if size not in SIZES:
+            raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+        h, n, heads = SIZES[size]
+        return cls(**{**dict(hidden_size=h, num_layers=n, num_heads=heads), **kw})
 
-def train_stream(seed: int, cfg: ArithConfig) -> Iterator[Problem]:
-    """Train-split problems forever, from the same seeded stream as :func:`arith.problems`."""
-    i = 0
+
+def train_stream(seed: int, cfg: ArithConfig, start: int = 0) -> Iterator[tuple[int, Problem]]:
+    """Train-split problems forever as (stream index, problem), from the seeded stream of :func:`arith.problems`."""
+    i = start
     while True:
         p = make_problem(random.Random(f"{seed}:{i}"), cfg)
         i += 1
         if p.split() == "train":
-            yield p
+            yield i, p
+
+
+def document(problems: list[Problem], style: str) -> list[tuple[str, bool]]:
+    """One pretraining document as (text, trained-on) segments: each answer, and what follows it, is trained.
+
+    ``Q: q1\nA: s1\nQ: q2\nA: s2<eos>`` — the separator ``\nQ:`` after an answer is trained so a model
+    stops (the tasks' stop string) instead of rambling; the question text is procedural and is not.
+    """
+    segs: list[tuple[str, bool]] = []
+    for j, p in enumerate(problems):
+        segs.append((f" {p.question}\nA:" if j else f"Q: {p.question}\nA:", False))
+        segs.append((" " + p.solution(style), True))
+        segs.append(("\nQ:" if j + 1 < len(problems) else "<eos>", True))
+    return segs
 
 
 def build_model(tokenizer, cfg: PretrainConfig):
@@ -77,7 +126,6 @@ def build_model(tokenizer, cfg: PretrainConfig):
     return Qwen2ForCausalLM(mconf)
 
 
-@torch.no_grad()
 def to_llama(model):
     """The same network as a ``LlamaForCausalLM`` (attention_bias=True, o_proj bias zero).
 
@@ -86,6 +134,7 @@ def to_llama(model):
     rebuilds a byte-level BPE and silently drops our character tokenizer's spaces and newlines;
     for ``llama`` it loads the ``tokenizer.json`` we save, as is.
     """
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     q = model.config
@@ -104,20 +153,26 @@ def to_llama(model):
     llama.load_state_dict(state, strict=True)
     llama.eval()
     x = torch.arange(min(32, q.vocab_size))[None] % q.vocab_size
-    diff = (llama(x).logits - model.eval()(x).logits).abs().max()
+    with torch.no_grad():
+        diff = (llama(x).logits - model.eval()(x).logits).abs().max()
     if diff > 1e-4:
         raise RuntimeError(f"Qwen2 → Llama conversion changed the logits by {diff:.2e}")
     return llama
 
 
-def make_batch(tokenizer, docs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
-    """Right-padded ids with labels on the answer (and EOS) only."""
+def make_batch(tokenizer, docs: list[list[tuple[str, bool]]]) -> dict[str, torch.Tensor]:
+    """Right-padded ids with labels on the trained segments only (``<eos>`` is the EOS token)."""
+    import torch
+
     ids, labels = [], []
-    for prompt, answer in docs:
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        a = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        ids.append(p + a)
-        labels.append([-100] * len(p) + a)
+    for segs in docs:
+        x, y = [], []
+        for text, trained in segs:
+            t = [tokenizer.eos_token_id] if text == "<eos>" else tokenizer(text, add_special_tokens=False)["input_ids"]
+            x += t
+            y += t if trained else [-100] * len(t)
+        ids.append(x)
+        labels.append(y)
     width = max(len(x) for x in ids)
     pad = tokenizer.pad_token_id
     input_ids = torch.full((len(ids), width), pad)
@@ -130,9 +185,33 @@ def make_batch(tokenizer, docs: list[tuple[str, str]]) -> dict[str, torch.Tensor
     return {"input_ids": input_ids, "attention_mask": mask, "labels": lab}
 
 
+CHECKPOINT = "checkpoint.pt"
+
+
 def pretrain(out: str | Path, cfg: PretrainConfig, progress: bool = True, log_every: int = 50,
-             save_every: int = 0) -> dict:
-    """Train the backbone from scratch and save it (model + tokenizer + pretrain.json) to ``out``."""
+             save_every: int = 0, checkpoint_every: int = 100, resume: bool = False) -> dict:
+    """Train the backbone from scratch and save it (model + tokenizer + pretrain.json) to ``out``.
+
+    Every ``checkpoint_every`` steps the whole state (weights, optimizer, data cursor, RNGs) goes to
+    ``out/checkpoint.pt``; ``resume=True`` continues from it and gives the same weights as an
+    uninterrupted run. ``save_every`` also writes loadable ``out/step-N`` models to probe while it trains.
+    """
+    import torch
+
+    out = Path(out)
+    ckpt_path = out / CHECKPOINT
+    if resume:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"no pretraining checkpoint at {ckpt_path}: nothing to resume")
+        saved, now = json.loads((out / "pretrain_config.json").read_text()), json.loads(json.dumps(asdict(cfg)))
+        diff = sorted(k for k in saved if saved[k] != now.get(k))  # threads too: they change float sums
+        if diff:
+            raise ValueError(f"{out} was pretrained with another config (differs in {', '.join(diff)}); "
+                             "resume with the same options")
+    elif (out / "config.json").exists() or ckpt_path.exists():
+        raise ValueError(f"{out} already holds a backbone or a pretraining checkpoint; choose another --out or --resume")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pretrain_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     tok = char_tokenizer()
@@ -149,22 +228,37 @@ def pretrain(out: str | Path, cfg: PretrainConfig, progress: bool = True, log_ev
         t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
         return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
-    stream = train_stream(cfg.seed, cfg.arith)
     style_rng = random.Random(f"style:{cfg.seed}")
+    doc_rng = random.Random(f"docs:{cfg.seed}")
+    history: list[dict] = []
+    first_loss = None
+    start, cursor, elapsed = 0, 0, 0.0
+    if resume:
+        state = torch.load(ckpt_path, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        style_rng.setstate(_tuples(state["style_rng"]))
+        doc_rng.setstate(_tuples(state["doc_rng"]))
+        start, cursor, elapsed = state["step"], state["cursor"], state["seconds"]
+        history, first_loss = json.loads(state["history"]), state["first_loss"]
+    stream = train_stream(cfg.seed, cfg.arith, start=cursor)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, desc="toy pretrain", unit="step", dynamic_ncols=True)
-    t0 = time.time()
-    history = []
-    first_loss = None
-    for step in range(cfg.steps):
+        bar = tqdm(total=cfg.steps, initial=start, desc="toy pretrain", unit="step", dynamic_ncols=True)
+    t0 = time.time() - elapsed
+    for step in range(start, cfg.steps):
         docs = []
         for _ in range(cfg.batch_size):
-            p = next(stream)
+            k = 1 if cfg.doc_problems == 1 else doc_rng.randint(1, cfg.doc_problems)
             style = "step" if style_rng.random() < cfg.p_step else "direct"
-            docs.append((f"Q: {p.question}\nA:", " " + p.solution(style)))
+            ps = []
+            for _ in range(k):
+                cursor, p = next(stream)
+                ps.append(p)
+            docs.append(document(ps, style))
         batch = make_batch(tok, docs)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
@@ -180,14 +274,20 @@ def pretrain(out: str | Path, cfg: PretrainConfig, progress: bool = True, log_ev
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{value:.3f}")
-        if save_every and (step + 1) % save_every == 0 and step + 1 < cfg.steps:
-            to_llama(model).save_pretrained(Path(out) / f"step-{step + 1}")  # to look in while it trains
-            tok.save_pretrained(Path(out) / f"step-{step + 1}")
+        done = step + 1
+        if save_every and done % save_every == 0 and done < cfg.steps:
+            to_llama(model).save_pretrained(out / f"step-{done}")  # to look in while it trains
+            tok.save_pretrained(out / f"step-{done}")
             model.train()
+        if checkpoint_every and done % checkpoint_every == 0 and done < cfg.steps:
+            tmp = out / (CHECKPOINT + ".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                        "style_rng": style_rng.getstate(), "doc_rng": doc_rng.getstate(), "step": done,
+                        "cursor": cursor, "seconds": time.time() - t0, "history": json.dumps(history),
+                        "first_loss": first_loss}, tmp)
+            tmp.replace(ckpt_path)  # atomic: a kill mid-write leaves the previous checkpoint
     if bar is not None:
         bar.close()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     model = to_llama(model)
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -200,4 +300,10 @@ def pretrain(out: str | Path, cfg: PretrainConfig, progress: bool = True, log_ev
         "tinylora_version": __version__, "torch_version": torch.__version__, "history": history,
     }
     (out / "pretrain.json").write_text(json.dumps(record, indent=2))
+    ckpt_path.unlink(missing_ok=True)
     return record
+
+
+def _tuples(x):
+    """random.Random state back from a checkpoint (lists → tuples, as setstate wants)."""
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
