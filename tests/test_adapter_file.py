@@ -95,8 +95,15 @@ def test_rejects_a_slightly_finetuned_base(tmp_path):
 
 def test_rejects_other_architecture_and_sizes(tmp_path):
     path = tinylora.save(trained(), tmp_path / "a.safetensors")
-    with pytest.raises(AdapterError, match="target modules do not match"):
+    with pytest.raises(AdapterError, match="target modules do not match") as e:
         tinylora.load(make_model("gpt2"), path)
+    msg = str(e.value)  # real examples both ways, never an empty list
+    assert "in the file, not here: ['model.layers.0." in msg and "here, not in the file: ['transformer.h.0." in msg
+    assert "[]" not in msg
+    from tinylora.adapter_file import _module_mismatch
+
+    assert "same modules in another order (first difference at #1: file 'b', here 'c')" in _module_mismatch(
+        ["a", "b", "c"], ["a", "c", "b"])
     lora = tinylora.save(trained(cfg=tinylora.LoRAConfig(r=2)), tmp_path / "l.safetensors")
     bigger = make_model("qwen2", intermediate_size=160)
     with pytest.raises(AdapterError, match="shapes do not match"):

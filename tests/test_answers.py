@@ -88,3 +88,20 @@ def test_registry():
     assert {"gsm8k", "math500", "aime24", "amc23", "jsonl"} <= set(tasks.names())
     with pytest.raises(ValueError, match="unknown task"):
         tasks.get("gsm9k")
+
+
+@pytest.mark.parametrize("completion,ref,evaluated,rewarded", [
+    ("#### 12", "12", 1, 1),
+    ("so the answer is 12.", "12", 1, 1),
+    ("\\boxed{12}", "12", 1, 1),
+    ("total of 1 (more room", "1", 1, 0),          # cut off mid-sentence: credited by the fallback only
+    ("3, 5, 8, 12", "12", 1, 0),                   # a list of numbers
+    ("#### 11", "12", 0, 0),
+])
+def test_training_reward_takes_answers_only_from_markers(completion, ref, evaluated, rewarded):
+    from tinylora.tasks import TaskReward
+
+    t = tasks.get("gsm8k")
+    assert t.score(completion, ref) == evaluated and t.reward(completion, ref) == rewarded
+    assert TaskReward(t)([completion], [ref]) == [rewarded]
+    assert "marked" in t.config()["reward_mode"]

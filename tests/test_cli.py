@@ -50,3 +50,50 @@ def test_console_script_help():
         assert cmd in out.stdout
     with pytest.raises(SystemExit):
         main(["export", "--model", "x"])  # missing required arguments: argparse explains
+
+
+def test_train_refuses_bad_input_before_loading_the_model(tmp_path, capsys, monkeypatch):
+    import tinylora.loading
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(tinylora.loading, "load_model", no_load)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("{}\n")
+    cases = [
+        (["train", "lr=-1"], "lr must be > 0"),
+        (["train", "--out", str(run)], "already holds a run"),
+        (["train", "--resume", str(tmp_path)], "is not a run directory"),
+        (["train", "--task", "no-such-task", "--out", str(tmp_path / "x")], "unknown task"),
+        (["train", "--model", "toy", "model=toy"], "both given"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
+
+
+def test_train_common_options_are_overrides(tmp_path):
+    from tinylora.cli import build_parser, train_config_from_args
+
+    parse = build_parser().parse_args
+    cfg = train_config_from_args(parse(["train", "--model", "m", "--task", "gsm8k", "--out", str(tmp_path / "r"),
+                                        "--algo", "sft", "steps=2"]))
+    assert (cfg.model, cfg.task, cfg.out_dir, cfg.algo, cfg.steps) == ("m", "gsm8k", str(tmp_path / "r"), "sft", 2)
+    for sub, extra in (("train", []), ("eval", ["--model", "m", "--task", "t"])):  # the same common options
+        ns = parse([sub, *extra])
+        assert all(hasattr(ns, k) for k in ("model", "task", "out"))
+
+
+def test_help_is_instant_without_torch():
+    code = ("import sys, contextlib, io\nfrom tinylora.cli import main\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n    main(['train', '--help'])\n"
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'help imported torch'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_subpackages_are_attributes():
+    code = "import tinylora; assert tinylora.tasks.get('arith', n_test=1).name == 'arith'; tinylora.toy.arith.problems"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -74,3 +74,23 @@ def test_full_update_cannot_be_a_lora(tmp_path):
         tinylora.export(m, tmp_path / "x", format="peft-tinylora")
     with pytest.raises(ValueError, match="format must be"):
         tinylora.export(m, tmp_path / "x", format="gguf")
+
+
+def test_cli_merged_export_loads_on_its_own(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tinylora.cli import main
+    from tinylora.loading import load_model
+
+    model = load_model("toy")
+    tinylora.attach(model, tinylora.TinyLoRAConfig(u=1), progress=False)
+    with torch.no_grad():
+        next(iter(tinylora.trainable_parameters(model))).fill_(0.05)
+    tinylora.save(model, tmp_path / "a.safetensors")
+    assert main(["export", "--model", "toy", "--adapter", str(tmp_path / "a.safetensors"), "--format", "merged",
+                 "--out", str(tmp_path / "m")]) == 0
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m")  # the folder alone: model and tokenizer
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    ids = tok("Q: Tom has 3 apples.\nA:", return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad(), tinylora.merged(model):
+        assert torch.allclose(plain(ids).logits, model(ids).logits, atol=1e-5)

@@ -12,7 +12,7 @@ import torch
 
 import tinylora
 from tinylora.train_config import TrainConfig
-from tinylora.trainer import GRPOTrainer, build_batch
+from tinylora.trainer import GRPOTrainer, build_batch, format_report
 from tinylora.toy.tokenizer import char_tokenizer
 from conftest import make_model
 
@@ -102,6 +102,13 @@ def test_single_parameter_grpo_learns_a_coin_flip(tiny_run_setup, tmp_path):
     assert reward_probability(trainer.model, trainer.tokenizer, rows) >= 0.9
     after = trainer.model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in base.items())  # base weights bit-identical
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    png = (tmp_path / "run" / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    report = format_report(summary)
+    line = next(x for x in report.splitlines() if x.startswith("reward per step:"))
+    spark = line.split(":", 1)[1].strip()
+    assert len(spark) == 30 and spark[0] in "▁▂▃▄" and spark[-1] in "▆▇█"  # the learning, drawn
 
 
 def test_build_batch_layout():

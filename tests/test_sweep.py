@@ -100,3 +100,22 @@ def test_shipped_toy_sweep_config_is_valid():
     cfgs = [p.config(s.out_dir) for p in s.points()]
     assert len(cfgs) == 20 and {c.algo for c in cfgs} == {"grpo", "sft"}
     assert len({c.out_dir for c in cfgs}) == 20
+
+
+def test_dotted_adapter_key_alone_uses_the_default_adapter():
+    from tinylora import config_from_dict
+
+    cfgs = [config_from_dict(p.config("/tmp/sweep").adapter) for p in SweepConfig(grid={"adapter.u": [1, 13]}).points()]
+    assert [(c.method, c.u, c.tying) for c in cfgs] == [
+        ("tinylora", 1, "all"), ("tinylora", 13, "all")]
+
+
+def test_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path):
+    from tinylora.train_config import TrainConfig
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: 3\nlr: [1, 2\nseed: 0\n")
+    for load in (TrainConfig.from_yaml, SweepConfig.from_yaml):
+        with pytest.raises(ValueError, match=r"bad\.yaml:3:5: YAML syntax error") as e:
+            load(bad)
+        assert "\n" not in str(e.value)

@@ -6,38 +6,42 @@
     tinylora.num_trainable(model); tinylora.update_bytes(model, dtype="bf16")
     with tinylora.merged(model): model.generate(...)
     tinylora.save(model, "skill.safetensors", dtype="bf16"); tinylora.load(model, "skill.safetensors")
+
+Names are imported on first use (PEP 562), so ``tinylora --help`` and argument errors do not wait
+for torch and transformers; subpackages (``tinylora.tasks``, ``tinylora.toy``, …) are attributes.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from .adapter_file import AdapterError, AdapterInfo, load, read, save
-from .config import (
-    AdapterConfig,
-    FullConfig,
-    LoRAConfig,
-    LoRAXSConfig,
-    TinyLoRAConfig,
-    config_from_dict,
-    config_from_yaml,
-)
-from .export import export
-from .model import (
-    adapted_modules,
-    attach,
-    delta_weights,
-    detach,
-    disabled,
-    merge,
-    merged,
-    num_trainable,
-    trainable_parameters,
-    unmerge,
-    update_bytes,
-)
+_EXPORTS = {
+    "adapter_file": ("AdapterError", "AdapterInfo", "load", "read", "save"),
+    "config": ("AdapterConfig", "FullConfig", "LoRAConfig", "LoRAXSConfig", "TinyLoRAConfig", "config_from_dict",
+               "config_from_yaml"),
+    "export": ("export",),
+    "model": ("adapted_modules", "attach", "delta_weights", "detach", "disabled", "merge", "merged", "num_trainable",
+              "trainable_parameters", "unmerge", "update_bytes"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+_SUBMODULES = ("tasks", "toy", "evaluation", "trainer", "sweep", "distributed", "loading", "generation", "grpo", "sft",
+               "rollout", "svd", "seeding", "tying", "layers", "fingerprint", "synthetic", "train_config", "cli")
 
-__all__ = [
-    "AdapterConfig", "AdapterError", "AdapterInfo", "FullConfig", "LoRAConfig", "LoRAXSConfig",
-    "TinyLoRAConfig", "adapted_modules", "attach", "config_from_dict", "config_from_yaml",
-    "delta_weights", "detach", "disabled", "export", "load", "merge", "merged", "num_trainable",
-    "read", "save", "trainable_parameters", "unmerge", "update_bytes",
-]
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'tinylora' has no attribute {name!r}")
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE) | set(_SUBMODULES))

@@ -200,6 +200,22 @@ def _expected_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(t.shape) for k, t in _payload(model).items()}
 
 
+def _module_mismatch(file_names: list[str], model_names: list[str]) -> str:
+    """What differs between the file's target modules and the model's, with examples both ways."""
+    only_file = [n for n in file_names if n not in set(model_names)][:3]
+    only_model = [n for n in model_names if n not in set(file_names)][:3]
+    parts = [f"the adapter's {len(file_names)} target modules do not match this model's {len(model_names)}"]
+    if only_file:
+        parts.append(f"in the file, not here: {only_file}")
+    if only_model:
+        parts.append(f"here, not in the file: {only_model}")
+    if not only_file and not only_model:
+        first = next(i for i, (a, b) in enumerate(zip(file_names, model_names)) if a != b)
+        parts.append(f"same modules in another order (first difference at #{first}: file {file_names[first]!r}, "
+                     f"here {model_names[first]!r})")
+    return "; ".join(parts) + "; it was trained on another architecture or with other target_modules"
+
+
 def _verify(model: nn.Module, info: AdapterInfo, strict: bool) -> None:
     import warnings
 
@@ -211,11 +227,7 @@ def _verify(model: nn.Module, info: AdapterInfo, strict: bool) -> None:
             f"{root.config.to_dict()}; load into a model without an adapter, or attach the file's config"
         )
     if root.names != meta["target_modules"]:
-        missing = sorted(set(meta["target_modules"]) - set(root.names))[:5]
-        raise AdapterError(
-            f"{path}: the adapter's {len(meta['target_modules'])} target modules do not match this model's "
-            f"{len(root.names)} (e.g. missing here: {missing}); it was trained on another architecture"
-        )
+        raise AdapterError(f"{path}: {_module_mismatch(meta['target_modules'], root.names)}")
     expected = _expected_shapes(model)
     got = {k: tuple(t.shape) for k, t in info.tensors.items()}
     if expected != got:

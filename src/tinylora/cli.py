@@ -43,11 +43,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .adapter_file import load
     from .export import export
-    from .loading import load_model
+    from .loading import load_model, load_tokenizer
 
     model = load_model(args.model, dtype=args.dtype)
     load(model, args.adapter)
-    out = export(model, args.out, format=args.format)
+    out = export(model, args.out, format=args.format, tokenizer=load_tokenizer(args.model))
     print(f"wrote {args.format} export to {out}")
     return 0
 
@@ -178,26 +178,40 @@ def _strip_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def train_config_from_args(args: argparse.Namespace):
+    """The run's TrainConfig: the embedded default, --config or the resumed run's config, then the
+    shorthand flags (--algo, --device, --model, --task, --out) and key=value overrides."""
     from .train_config import TrainConfig, apply_overrides
+    from .trainer import check_run_dir
+
+    overrides = list(args.overrides)
+    for flag, key in (("algo", "algo"), ("device", "device"), ("model", "model"), ("task", "task"),
+                      ("out", "out_dir")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            if any(o.startswith(f"{key}=") for o in overrides):
+                raise ValueError(f"--{flag} and {key}=… both given; use one")
+            overrides = [f"{key}={json.dumps(value)}", *overrides]
+    if args.resume:
+        run = Path(args.resume)
+        check_run_dir(run, resume=True)
+        cfg = TrainConfig.from_yaml(run / "config.yaml", overrides)
+        if Path(cfg.out_dir).resolve() != run.resolve():
+            cfg.out_dir = str(run)
+    elif args.config:
+        cfg = TrainConfig.from_yaml(args.config, overrides)
+    else:
+        cfg = TrainConfig.from_dict(apply_overrides(TrainConfig().to_dict(), overrides))
+    check_run_dir(cfg.out_dir, resume=bool(args.resume))  # before the model loads
+    return cfg
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
     from .trainer import format_report, make_trainer
 
     if args.nproc is not None:
         return _launch(args.nproc, _strip_nproc(args.argv))
-    if args.algo:
-        args.overrides = [f"algo={args.algo}", *args.overrides]
-    if args.device:
-        args.overrides = [f"device={args.device}", *args.overrides]
-
-    if args.resume:
-        run = Path(args.resume)
-        cfg = TrainConfig.from_yaml(run / "config.yaml", args.overrides)
-        if Path(cfg.out_dir).resolve() != run.resolve():
-            cfg.out_dir = str(run)
-    elif args.config:
-        cfg = TrainConfig.from_yaml(args.config, args.overrides)
-    else:
-        cfg = TrainConfig.from_dict(apply_overrides(TrainConfig().to_dict(), args.overrides))
+    cfg = train_config_from_args(args)
     samples = (f" × {cfg.group_size} samples" if cfg.algo == "grpo" or cfg.sft_source == "rejection"
                else " (reference solutions)")
     trainer = make_trainer(cfg)
@@ -220,9 +234,25 @@ def _cmd_toy_pretrain(args: argparse.Namespace) -> int:
     from .toy.backbone import PretrainConfig, pretrain
 
     overrides = {k: v for k, v in dict(seed=args.seed, steps=args.steps, batch_size=args.batch_size,
-                                       p_step=args.p_step).items() if v is not None}
-    cfg = PretrainConfig.quick(**overrides) if args.quick else PretrainConfig(**overrides)
-    rec = pretrain(args.out, cfg, save_every=args.save_every)
+                                       p_step=args.p_step, doc_problems=args.doc_problems, lr=args.lr,
+                                       hidden_size=args.hidden_size, num_layers=args.layers,
+                                       num_heads=args.heads, threads=args.threads).items() if v is not None}
+    if args.resume:
+        saved = Path(args.out) / "pretrain_config.json"
+        if not saved.is_file():
+            raise FileNotFoundError(f"{args.out} is not a pretraining run (no pretrain_config.json); nothing to resume")
+        if overrides or args.size or args.quick:
+            raise ValueError("--resume continues the run exactly as it was configured (threads included: they "
+                             "change floating-point sums); give only --out and --resume")
+        cfg = PretrainConfig(**json.loads(saved.read_text()))
+    elif args.quick:
+        cfg = PretrainConfig.quick(**overrides)
+    elif args.size:
+        cfg = PretrainConfig.sized(args.size, **overrides)
+    else:
+        cfg = PretrainConfig(**overrides)
+    rec = pretrain(args.out, cfg, save_every=args.save_every, checkpoint_every=args.checkpoint_every,
+                   resume=args.resume)
     print(f"saved toy backbone to {args.out}: {rec['parameters']} parameters, loss {rec['first_loss']:.3f} → "
           f"{rec['final_loss']:.3f} in {rec['seconds']:.0f} s")
     return 0
@@ -234,6 +264,12 @@ def _cmd_toy_eval(args: argparse.Namespace) -> int:
     report = toy_report(args.model, n=args.n, seed=args.seed, batch_size=args.batch_size, adapter=args.adapter)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _toy_sizes() -> dict:
+    from .toy.backbone import SIZES
+
+    return SIZES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -295,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "configs/); override with key=value, nested keys with dots (adapter.u=4).")
     s.add_argument("--config", help="YAML config (configs/toy-grpo.yaml is the default run)")
     s.add_argument("--algo", choices=["grpo", "sft"], help="shorthand for the override algo=…")
+    s.add_argument("--model", help="shorthand for model=… (Hugging Face id, local folder, or 'toy')")
+    s.add_argument("--task", help="shorthand for task=…")
+    s.add_argument("--out", help="shorthand for out_dir=… (the run directory)")
     s.add_argument("--device", choices=["cpu", "cuda", "auto"],
                    help="shorthand for device=… (default auto: CUDA when present; one GPU per rank under torchrun)")
     s.add_argument("--nproc", type=int, metavar="N",
@@ -324,13 +363,25 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Pretrains a small Qwen2-architecture model on arithmetic word problems whose "
                                        "solutions are step-by-step (p_step) or direct guesses. The shipped backbone "
                                        "was made with the defaults (see its pretrain.json).")
-    s.add_argument("--out", required=True, help="output folder (model, tokenizer, pretrain.json)")
+    s.add_argument("--out", required=True, help="output folder (model, tokenizer, pretrain.json, checkpoint.pt)")
     s.add_argument("--quick", action="store_true", help="a small model in about a minute (tests)")
+    s.add_argument("--size", choices=list(_toy_sizes()),
+                   help="a named width/depth (same data and recipe): " + ", ".join(
+                       f"{k} = hidden {h}, {n} layers, {a} heads" for k, (h, n, a) in _toy_sizes().items()))
+    s.add_argument("--hidden-size", type=int, help="width (overrides --size)")
+    s.add_argument("--layers", type=int, help="depth (overrides --size)")
+    s.add_argument("--heads", type=int, help="attention heads (overrides --size)")
     s.add_argument("--seed", type=int)
     s.add_argument("--steps", type=int)
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--p-step", type=float, help="share of step-by-step solutions in the corpus")
-    s.add_argument("--save-every", type=int, default=0, help="also save step-N checkpoints")
+    s.add_argument("--batch-size", type=int, help="documents per step")
+    s.add_argument("--lr", type=float)
+    s.add_argument("--p-step", type=float, help="share of step-by-step documents in the corpus")
+    s.add_argument("--doc-problems", type=int,
+                   help="up to K problems per document, all in the document's one style (default 1)")
+    s.add_argument("--threads", type=int, help="torch threads (default 2)")
+    s.add_argument("--save-every", type=int, default=0, help="also save loadable step-N models to probe meanwhile")
+    s.add_argument("--checkpoint-every", type=int, default=100, help="resumable checkpoint every N steps")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     s.set_defaults(func=_cmd_toy_pretrain)
     s = toy_sub.add_parser("eval", help="free (greedy, temperature 1) and forced step-by-step accuracy")
     s.add_argument("--model", default="toy", help="'toy' (shipped) or a folder")
@@ -347,17 +398,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .adapter_file import AdapterError
-
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # --help and usage errors: before torch is imported
     args.argv = argv
+    from .adapter_file import AdapterError
+    from .tasks.rewards import MissingDependencyError
+
     ok = False
     try:
         rc = args.func(args)
         ok = True
         return rc
-    except (AdapterError, ValueError, FileNotFoundError) as e:  # TaskDataError is a ValueError
+    except (AdapterError, ValueError, FileNotFoundError, MissingDependencyError) as e:  # TaskDataError: a ValueError
         print(f"tinylora {args.command}: error: {e}", file=sys.stderr)  # one line, no traceback
         return 2
     except RuntimeError as e:  # a peer died or a collective timed out (DistFailure, torch's DistError)

@@ -173,10 +173,31 @@ def config_from_dict(data: dict[str, Any]) -> AdapterConfig:
     return cls(**data)
 
 
-def config_from_yaml(path_or_text: str | Path) -> AdapterConfig:
+def read_yaml(path: str | Path, text: str | None = None) -> dict:
+    """A YAML mapping from a file; a syntax error is one line with file, line and column (no traceback)."""
     import yaml
 
+    path = Path(path)
+    if text is None:
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = " ".join(x for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
+        raise ValueError(f"{where}: YAML syntax error: {what}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of keys to values, got a {type(data).__name__}")
+    return data
+
+
+def config_from_yaml(path_or_text: str | Path) -> AdapterConfig:
     text = str(path_or_text)
     if isinstance(path_or_text, Path) or "\n" not in text:
-        text = Path(text).read_text()
-    return config_from_dict(yaml.safe_load(text))
+        return config_from_dict(read_yaml(text))
+    return config_from_dict(read_yaml("<text>", text))

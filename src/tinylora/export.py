@@ -116,18 +116,26 @@ def _export_merged(model: nn.Module, out_dir: Path) -> Path:
     return out_dir
 
 
-def export(model: nn.Module, out_dir: str | os.PathLike, format: str = "peft-lora") -> Path:
-    """Write the adapted model's update in another tool's format (see module docstring)."""
+def export(model: nn.Module, out_dir: str | os.PathLike, format: str = "peft-lora", tokenizer=None) -> Path:
+    """Write the adapted model's update in another tool's format (see module docstring).
+
+    Give ``tokenizer`` to save it beside the export, so ``AutoTokenizer.from_pretrained(out_dir)``
+    works on the folder alone (a merged export is then a complete model).
+    """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     cfg = get_root(model).config
     out = Path(out_dir)
     if format == "merged":
-        return _export_merged(model, out)
-    if format == "peft-tinylora":
+        path = _export_merged(model, out)
+    elif format == "peft-tinylora":
         if not isinstance(cfg, (TinyLoRAConfig, LoRAXSConfig)):
             raise ValueError(f"peft-tinylora export needs a tinylora or lora_xs adapter, not {cfg.method!r}")
-        return _export_peft_tinylora(model, out)
-    if not isinstance(cfg, (TinyLoRAConfig, LoRAXSConfig, LoRAConfig)):
-        raise ValueError(f"a {cfg.method!r} update is not low-rank; export it with format='merged'")
-    return _export_peft_lora(model, out)
+        path = _export_peft_tinylora(model, out)
+    else:
+        if not isinstance(cfg, (TinyLoRAConfig, LoRAXSConfig, LoRAConfig)):
+            raise ValueError(f"a {cfg.method!r} update is not low-rank; export it with format='merged'")
+        path = _export_peft_lora(model, out)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return path

@@ -57,9 +57,9 @@ class SweepConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SweepConfig:
-        import yaml
+        from .config import read_yaml
 
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = read_yaml(path)
         known = {"base", "grid", "out_dir", "storage_dtypes", "select_split", "series"}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -128,7 +128,9 @@ class Point:
         merged = _applicable(merged, merged)
         data = TrainConfig().to_dict()
         if any(k.startswith("adapter.") for k in merged):
-            data["adapter"] = {}  # the adapter is what the sweep says, not the default's leftovers
+            # the adapter is what the sweep says, not the default's leftovers; with no method named, the
+            # default method (and its dataclass defaults) apply
+            data["adapter"] = {"method": _method_of(merged)}
         data = apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in merged.items()])
         data["out_dir"] = str(Path(sweep_dir) / "points" / self.id)
         return TrainConfig.from_dict(data)

@@ -80,6 +80,16 @@ class TrainConfig:
             (self.clip_low >= 0 and self.clip_high >= 0, "clip ranges must be non-negative"),
             (self.autocast in ("auto", "bf16", "off"), f"autocast must be auto, bf16 or off, got {self.autocast!r}"),
             (self.dist_timeout_s > 0, "dist_timeout_s must be positive"),
+            (self.lr is None or self.lr > 0, f"lr must be > 0 (or null for the method's default), got {self.lr}"),
+            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
+            (self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}"),
+            (self.max_new_tokens >= 1 and self.eval_max_new_tokens >= 1, "max_new_tokens and eval_max_new_tokens "
+             "must be >= 1"),
+            (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
+            (self.eval_limit is None or self.eval_limit >= 1, f"eval_limit must be >= 1 or null, got {self.eval_limit}"),
+            (self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -133,9 +143,9 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> TrainConfig:
-        import yaml
+        from .config import read_yaml
 
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = read_yaml(path)
         return cls.from_dict(apply_overrides(data, overrides))
 
 

@@ -44,6 +44,7 @@ from .adapter_file import load as load_adapter
 from .adapter_file import save as save_adapter
 from .evaluation import evaluate, versions
 from .grpo import group_advantages, policy_loss, token_logprobs
+from .curves import sparkline, write_curves_png
 from .model import attach, disabled, get_root, trainable_parameters, update_bytes
 from .rollout import HFBackend, Rollout, RolloutBackend, Sampling
 from .seeding import stream_key
@@ -110,10 +111,10 @@ class Trainer:
         self.dist = dist if dist is not None else distributed.init(cfg.device, cfg.dist_timeout_s)
         self.progress = progress and self.dist.is_main
         torch.manual_seed(cfg.seed)
+        self.task = task if task is not None else tasks_mod.get(cfg.task, **cfg.task_args)  # before the slow load
         self.model = (model if model is not None
                       else load_model(cfg.model, dtype=cfg.dtype, device=str(self.dist.device)))
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.model)
-        self.task = task if task is not None else tasks_mod.get(cfg.task, **cfg.task_args)
         self.reward = tasks_mod.TaskReward(self.task)
         attach(self.model, cfg.adapter_config())
         self.params = trainable_parameters(self.model)
@@ -245,16 +246,13 @@ class Trainer:
 
     def train(self, resume: bool = False) -> dict[str, Any]:
         cfg = self.cfg
+        check_run_dir(self.out, resume)
         self.out.mkdir(parents=True, exist_ok=True)
-        held = (self.out / "latest").exists() or (self.out / "metrics.jsonl").exists()
         self.dist.barrier()  # every rank has looked before rank 0 writes anything
         if resume:
             self.resume()
             if self.step < cfg.steps and self.dist.is_main:  # training goes on: an earlier final eval is stale
                 shutil.rmtree(self.out / "eval_after", ignore_errors=True)
-        elif held:
-            raise ValueError(f"{self.out} already holds a run; resume it with --resume (when it has a checkpoint), "
-                             "or choose another out_dir")
         if self.dist.is_main:
             (self.out / "config.yaml").write_text(cfg.to_yaml())
             (self.out / "versions.json").write_text(json.dumps(versions(), indent=2))
@@ -316,7 +314,14 @@ class Trainer:
             "adapter_bytes": update_bytes(self.model, cfg.save_dtype), "adapter_path": str(adapter_path),
             "values": [x for p in self.params for x in p.detach().flatten().tolist()][:64],
             "method": get_root(self.model).config.method, "steps": cfg.steps, "world_size": self.dist.world,
+            "sparklines": {k: sparkline([m[k] for m in all_metrics if k in m])
+                           for k in (self.curve, "accuracy") if any(k in m for m in all_metrics)},
         }
+        evals = {0: before["accuracy"]} if before else {}
+        evals[cfg.steps] = after["accuracy"]
+        summary["curves_path"] = str(write_curves_png(
+            all_metrics, self.out / "curves.png", evals,
+            title=f"{self.algo} · {summary['method']} · {summary['trainable_parameters']} parameters"))
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
@@ -411,6 +416,18 @@ class GRPOTrainer(Trainer):
         return metrics
 
 
+def check_run_dir(out: str | Path, resume: bool) -> None:
+    """Refuse, before anything slow, a new run into a run directory or a resume of a folder that is not one."""
+    out = Path(out)
+    if resume:
+        if not (out / "config.yaml").is_file():
+            raise ValueError(f"{out} is not a run directory (a run directory, written by tinylora train, holds config.yaml, "
+                             "metrics.jsonl, ckpt-N/ checkpoints and a 'latest' pointer); nothing to resume")
+    elif (out / "latest").exists() or (out / "metrics.jsonl").exists():
+        raise ValueError(f"{out} already holds a run; resume it with --resume {out} (when it has a checkpoint), "
+                         "or choose another out_dir")
+
+
 def make_trainer(cfg: TrainConfig, **kw) -> Trainer:
     """The trainer for ``cfg.algo`` (``grpo`` or ``sft``)."""
     from .sft import SFTTrainer
@@ -434,6 +451,11 @@ def format_report(s: dict[str, Any]) -> str:
         lines.append(f"accuracy after: {100 * s['accuracy_after']:.1f}%")
     lines.append(f"{s['curve'].replace('_mean', '')}: {s['curve_first']:.3f} (first fifth of steps) → "
                  f"{s['curve_last']:.3f} (last fifth)")
+    for key, line in s.get("sparklines", {}).items():
+        name = {"reward_mean": "reward", "accuracy": "batch accuracy"}.get(key, key)
+        lines.append(f"{name + ' per step:':<26}{line}")
+    if s.get("curves_path"):
+        lines.append(f"curves: {s['curves_path']}")
     lines.append(f"{s['method']}: {s['trainable_parameters']} trained parameters, {s['adapter_bytes']} bytes "
                  f"→ {s['adapter_path']}")
     if s["trainable_parameters"] <= 64:

@@ -97,14 +97,16 @@ def extract_final_number(text: str, mode: str = "flexible") -> str | None:
     ``flexible``: the last ``#### N``; else the last ``\\boxed{N}``; else the last "answer is N";
     else the last number in the text. Explicit markers win over position, so an intermediate
     number after a marked answer is never taken.
+    ``marked``: ``flexible`` without the last-number fallback — an answer only from an explicit
+    marker. Training rewards use it: the fallback credits lists of numbers and cut-off sentences.
 
     >>> extract_final_number("3 + 4 = 7, so 7 * 2 = 14. The answer is 14.")
     '14'
     >>> extract_final_number("#### 42\\nCheck: 40 + 2") , extract_final_number("It is 5", "strict")
     ('42', None)
     """
-    if mode not in ("strict", "flexible"):
-        raise ValueError(f"mode must be 'strict' or 'flexible', got {mode!r}")
+    if mode not in ("strict", "flexible", "marked"):
+        raise ValueError(f"mode must be 'strict', 'flexible' or 'marked', got {mode!r}")
     marked = extract_hash_answer(text)
     if marked is not None or mode == "strict":
         return marked
@@ -116,6 +118,8 @@ def extract_final_number(text: str, mode: str = "flexible") -> str | None:
     found = _ANSWER_IS_RE.findall(text)
     if found:
         return normalize_number(found[-1])
+    if mode == "marked":
+        return None
     numbers = _NUMBER_RE.findall(text)
     for candidate in reversed(numbers):
         n = normalize_number(candidate)

@@ -146,6 +146,11 @@ class Task:
         """1.0 if the completion's final answer equals the reference, else 0.0."""
         raise NotImplementedError
 
+    def reward(self, completion: str, reference: str) -> float:
+        """The training reward: :meth:`score`, unless a task's evaluation is more lenient than a
+        reward may be (GSM8K's last-number fallback is exploitable by RL)."""
+        return self.score(completion, reference)
+
     def config(self) -> dict[str, Any]:
         """What defines this task's behaviour, recorded next to every evaluation."""
         return {"name": self.name, "system": self.system, "template": self.template,

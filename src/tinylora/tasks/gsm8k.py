@@ -16,6 +16,10 @@ class GSM8K(Task):
     ``####`` marker, and the marker-first order still never takes an intermediate number over a
     marked answer. ``mode="strict"`` (only ``#### N``) reproduces verl's GSM8K reward, which also
     rewards following the format.
+
+    The *training* reward never uses the last-number fallback: it takes an answer only from an
+    explicit marker (``####``, ``\\boxed{}``, "the answer is"), since a policy can learn to list
+    numbers or stop mid-sentence for credit. The fallback is for evaluation only.
     """
 
     name: ClassVar[str] = "gsm8k"
@@ -45,5 +49,10 @@ class GSM8K(Task):
     def score(self, completion: str, reference: str) -> float:
         return float(numbers_equal(self.extract(completion), reference))
 
+    def reward(self, completion: str, reference: str) -> float:
+        mode = "strict" if self.mode == "strict" else "marked"
+        return float(numbers_equal(extract_final_number(completion, mode), reference))
+
     def config(self):
-        return {**super().config(), "mode": self.mode}
+        return {**super().config(), "mode": self.mode,
+                "reward_mode": "strict" if self.mode == "strict" else "marked (no last-number fallback)"}

@@ -52,8 +52,9 @@ class ArithTask(GSM8K):
                 for i, p in enumerate(chosen)]
 
     def prompt(self, example: Example, tokenizer=None) -> str:
-        # Always the plain pretraining format: the toy tokenizer has no chat template.
-        text = self.template.format(question=example.question)
+        """The plain pretraining format for the toy backbone (its tokenizer has no chat template);
+        an instruct model's chat template when its tokenizer has one, as every other task does."""
+        text = super().prompt(example, tokenizer)
         return text + (" " + FORCED_STEP_PREFIX if self.forced else "")
 
     def reference_completion(self, example: Example) -> str:
