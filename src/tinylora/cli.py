@@ -234,7 +234,7 @@ def _cmd_toy_pretrain(args: argparse.Namespace) -> int:
     from .toy.backbone import PretrainConfig, pretrain
 
     overrides = {k: v for k, v in dict(seed=args.seed, steps=args.steps, batch_size=args.batch_size,
-                                       p_step=args.p_step, doc_problems=args.doc_problems, lr=args.lr,
+                                       p_step=args.p_step, doc_problems=args.doc_problems, p_instruct=args.p_instruct, lr=args.lr,
                                        hidden_size=args.hidden_size, num_layers=args.layers,
                                        num_heads=args.heads, threads=args.threads).items() if v is not None}
     if args.resume:
@@ -378,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--p-step", type=float, help="share of step-by-step documents in the corpus")
     s.add_argument("--doc-problems", type=int,
                    help="up to K problems per document, all in the document's one style (default 1)")
+    s.add_argument("--p-instruct", type=float,
+                   help="share of documents opening with an instruction that names their style (default 0)")
     s.add_argument("--threads", type=int, help="torch threads (default 2)")
     s.add_argument("--save-every", type=int, default=0, help="also save loadable step-N models to probe meanwhile")
     s.add_argument("--checkpoint-every", type=int, default=100, help="resumable checkpoint every N steps")
@@ -424,5 +426,20 @@ def main(argv: list[str] | None = None) -> int:
             shutdown(sync=ok)
 
 
+def entry() -> None:
+    """The console script. A rank started by torchrun leaves with ``os._exit`` once its output is
+    flushed and the process group is gone: the interpreter's normal teardown runs C++ static
+    destructors while gloo's threads may still be joinable, and that aborts the rank ("terminate
+    called without an active exception") after its work is done — a rare flake seen in CI."""
+    import os
+
+    rc = main()
+    if "torch.distributed" in sys.modules and os.environ.get("WORLD_SIZE") and os.environ.get("RANK"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc or 0)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
