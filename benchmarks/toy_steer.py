@@ -54,6 +54,15 @@ def probe(model_path: str, adapter: dict, steps: int, lr: float, lam: float, n_e
     mask = torch.zeros((len(ids), width), dtype=torch.long)
     for i, (a, b) in enumerate(zip(ids, labels)):
         x[i, : len(a)], y[i, : len(b)], mask[i, : len(a)] = torch.tensor(a), torch.tensor(b), 1
+    def accuracy() -> dict:
+        out = {}
+        for forced in (False, True):
+            task = ArithTask(n_test=n_eval, forced=forced)
+            out["forced" if forced else "free"] = evaluate(model, tok, task, max_new_tokens=60, batch_size=n_eval,
+                                                           progress=False)["accuracy"]
+        return out
+
+    acc_before = accuracy()  # v = 0: the base model
     opt = torch.optim.Adam(tinylora.trainable_parameters(model), lr=lr)
     trace = []
     for it in range(steps + 1):
@@ -70,13 +79,8 @@ def probe(model_path: str, adapter: dict, steps: int, lr: float, lam: float, n_e
         opt.zero_grad()
         loss.backward()
         opt.step()
-    acc = {}
-    for forced in (False, True):
-        task = ArithTask(n_test=n_eval, forced=forced)
-        acc["forced" if forced else "free"] = evaluate(model, tok, task, max_new_tokens=60, batch_size=n_eval,
-                                                       progress=False)["accuracy"]
-    return {"adapter": adapter, "params": tinylora.num_trainable(model), "before": trace[0], "after": trace[-1],
-            "accuracy_after": acc}
+    return {"model": model_path, "adapter": adapter, "params": tinylora.num_trainable(model), "before": trace[0],
+            "after": trace[-1], "accuracy_before": acc_before, "accuracy_after": accuracy()}
 
 
 def main() -> None:
@@ -88,16 +92,22 @@ def main() -> None:
     ap.add_argument("--lam", type=float, default=10.0, help="weight of the skill-keeping loss")
     ap.add_argument("--n-eval", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", help="also append each result as a JSON line to this file")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    print("| adapter | params | P(step) before → after | greedy picks step (train prompts) | free / forced acc. after |")
-    print("|---|---|---|---|---|")
+    print("| adapter | params | P(step) before → after | greedy picks step (train prompts) | free acc. before → after "
+          "| forced acc. before → after |")
+    print("|---|---|---|---|---|---|")
     for adapter in a.adapter or DEFAULT_ADAPTERS:
         r = probe(a.model, adapter, a.steps, a.lr, a.lam, a.n_eval)
         name = ", ".join(f"{k}={v}" for k, v in adapter.items() if k != "method")
+        b, f = r["accuracy_before"], r["accuracy_after"]
         print(f"| {adapter['method']} {name} | {r['params']} | {r['before']['p_step']} → {r['after']['p_step']} | "
-              f"{r['before']['greedy_step']:.0%} → {r['after']['greedy_step']:.0%} | "
-              f"{r['accuracy_after']['free']:.0%} / {r['accuracy_after']['forced']:.0%} |", flush=True)
+              f"{r['before']['greedy_step']:.0%} → {r['after']['greedy_step']:.0%} | {b['free']:.0%} → {f['free']:.0%} | "
+              f"{b['forced']:.0%} → {f['forced']:.0%} |", flush=True)
+        if a.json:
+            with open(a.json, "a") as fh:
+                fh.write(json.dumps(r) + "\n")
 
 
 if __name__ == "__main__":

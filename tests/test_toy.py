@@ -190,3 +190,19 @@ def test_arith_uses_a_chat_template_when_the_tokenizer_has_one():
     chat = t.prompt(e, tok)
     assert chat.startswith("<|user|>Q: " + e.question) and chat.endswith("<|assistant|>")
     assert tasks.get("arith", n_test=1, forced=True).prompt(e, tok).endswith("<|assistant|> Step by step:")
+
+
+def test_style_probability_matches_the_greedy_first_token():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tinylora.toy.backbone import shipped_path
+    from tinylora.toy.evaluate import style_probability
+
+    model, tok = AutoModelForCausalLM.from_pretrained(shipped_path()), AutoTokenizer.from_pretrained(shipped_path())
+    s = style_probability(model, tok, n=8)
+    picks = 0
+    for p in problems("test", 8):  # one prompt at a time, no padding: the reference
+        ids = tok(f"Q: {p.question}\nA: ", return_tensors="pt", add_special_tokens=False)["input_ids"]
+        logits = model(ids).logits[0, -1]
+        picks += int(logits[tok.convert_tokens_to_ids("S")] > logits[tok.convert_tokens_to_ids("#")])
+    assert s["greedy_picks_step"] == picks / 8 and 0 < s["p_step"] < 1

@@ -62,6 +62,10 @@ class PretrainConfig:
     # more than one, the style is a property of the document (as register is in real text) that the
     # model must carry across positions; a single-problem prompt then sees only the prior.
     doc_problems: int = 1
+    # Share of documents that open with an instruction naming their style (INSTRUCTIONS), as real
+    # pretraining text carries instructions that set a register; held-out prompts carry none, so the
+    # model's own prior decides there. The instruction is context, never trained on.
+    p_instruct: float = 0.0
     threads: int = 2
     arith: ArithConfig = field(default_factory=ArithConfig)
 
@@ -75,6 +79,8 @@ class PretrainConfig:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if not 0.0 <= self.p_step <= 1.0:
             raise ValueError(f"p_step must be in [0, 1], got {self.p_step}")
+        if not 0.0 <= self.p_instruct <= 1.0:
+            raise ValueError(f"p_instruct must be in [0, 1], got {self.p_instruct}")
 
     @classmethod
     def quick(cls, **kw) -> PretrainConfig:
@@ -100,13 +106,16 @@ def train_stream(seed: int, cfg: ArithConfig, start: int = 0) -> Iterator[tuple[
             yield i, p
 
 
-def document(problems: list[Problem], style: str) -> list[tuple[str, bool]]:
+INSTRUCTIONS = {"step": "Show your steps.\n", "direct": "Give only the answer.\n"}
+
+
+def document(problems: list[Problem], style: str, instruct: bool = False) -> list[tuple[str, bool]]:
     """One pretraining document as (text, trained-on) segments: each answer, and what follows it, is trained.
 
     ``Q: q1\nA: s1\nQ: q2\nA: s2<eos>`` — the separator ``\nQ:`` after an answer is trained so a model
     stops (the tasks' stop string) instead of rambling; the question text is procedural and is not.
     """
-    segs: list[tuple[str, bool]] = []
+    segs: list[tuple[str, bool]] = [(INSTRUCTIONS[style], False)] if instruct else []
     for j, p in enumerate(problems):
         segs.append((f" {p.question}\nA:" if j else f"Q: {p.question}\nA:", False))
         segs.append((" " + p.solution(style), True))
@@ -230,6 +239,7 @@ def pretrain(out: str | Path, cfg: PretrainConfig, progress: bool = True, log_ev
 
     style_rng = random.Random(f"style:{cfg.seed}")
     doc_rng = random.Random(f"docs:{cfg.seed}")
+    instruct_rng = random.Random(f"instruct:{cfg.seed}")
     history: list[dict] = []
     first_loss = None
     start, cursor, elapsed = 0, 0, 0.0
@@ -240,6 +250,7 @@ def pretrain(out: str | Path, cfg: PretrainConfig, progress: bool = True, log_ev
         torch.set_rng_state(state["torch_rng"])
         style_rng.setstate(_tuples(state["style_rng"]))
         doc_rng.setstate(_tuples(state["doc_rng"]))
+        instruct_rng.setstate(_tuples(state["instruct_rng"]))
         start, cursor, elapsed = state["step"], state["cursor"], state["seconds"]
         history, first_loss = json.loads(state["history"]), state["first_loss"]
     stream = train_stream(cfg.seed, cfg.arith, start=cursor)
@@ -258,7 +269,8 @@ def pretrain(out: str | Path, cfg: PretrainConfig, progress: bool = True, log_ev
             for _ in range(k):
                 cursor, p = next(stream)
                 ps.append(p)
-            docs.append(document(ps, style))
+            instruct = cfg.p_instruct > 0 and instruct_rng.random() < cfg.p_instruct
+            docs.append(document(ps, style, instruct))
         batch = make_batch(tok, docs)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
@@ -282,7 +294,8 @@ def pretrain(out: str | Path, cfg: PretrainConfig, progress: bool = True, log_ev
         if checkpoint_every and done % checkpoint_every == 0 and done < cfg.steps:
             tmp = out / (CHECKPOINT + ".tmp")
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
-                        "style_rng": style_rng.getstate(), "doc_rng": doc_rng.getstate(), "step": done,
+                        "style_rng": style_rng.getstate(), "doc_rng": doc_rng.getstate(),
+                        "instruct_rng": instruct_rng.getstate(), "step": done,
                         "cursor": cursor, "seconds": time.time() - t0, "history": json.dumps(history),
                         "first_loss": first_loss}, tmp)
             tmp.replace(ckpt_path)  # atomic: a kill mid-write leaves the previous checkpoint
