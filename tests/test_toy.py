@@ -125,6 +125,10 @@ def test_documents_keep_one_style_and_train_only_answers():
     b = make_batch(tok, [segs])
     trained = tok.decode([int(t) for t in b["labels"][0] if t >= 0])
     assert trained == f" {ps[0].step()}\nQ: {ps[1].step()}<eos>"
+    # an instruction opens the document as untrained context naming its style
+    ins = make_batch(tok, [document(ps[:1], "direct", instruct=True)])
+    assert tok.decode(ins["input_ids"][0]).startswith("Give only the answer.\nQ: ")
+    assert tok.decode([int(t) for t in ins["labels"][0] if t >= 0]) == f" {ps[0].direct()}<eos>"
     # one problem per document is exactly the single-problem corpus: prompt untrained, answer + EOS trained
     one = make_batch(tok, [document(ps[:1], "direct")])
     assert tok.decode(one["input_ids"][0]) == f"Q: {ps[0].question}\nA: {ps[0].direct()}<eos>"
@@ -147,6 +151,19 @@ def test_named_sizes_and_bad_configs():
         PretrainConfig(hidden_size=100, num_heads=3)
     with pytest.raises(ValueError, match="doc_problems"):
         PretrainConfig(doc_problems=0)
+    with pytest.raises(ValueError, match="p_instruct"):
+        PretrainConfig(p_instruct=1.5)
+
+
+def test_toy_pretrain_cli_resume_takes_no_other_options(tmp_path, capsys):
+    from tinylora.cli import main
+
+    assert main(["toy", "pretrain", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "not a pretraining run" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "pretrain_config.json").write_text("{}")
+    assert main(["toy", "pretrain", "--out", str(tmp_path / "run"), "--resume", "--steps", "5"]) == 2
+    assert "give only --out and --resume" in capsys.readouterr().err
 
 
 def test_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
@@ -154,7 +171,7 @@ def test_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
     from tinylora.toy import backbone
 
-    cfg = dict(steps=6, doc_problems=2, batch_size=4, threads=1)
+    cfg = dict(steps=6, doc_problems=2, p_instruct=0.5, batch_size=4, threads=1)
     backbone.pretrain(tmp_path / "a", backbone.PretrainConfig.quick(**cfg), progress=False, checkpoint_every=2)
     real, calls = backbone.make_batch, []
 
