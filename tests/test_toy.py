@@ -223,3 +223,17 @@ def test_style_probability_matches_the_greedy_first_token():
         logits = model(ids).logits[0, -1]
         picks += int(logits[tok.convert_tokens_to_ids("S")] > logits[tok.convert_tokens_to_ids("#")])
     assert s["greedy_picks_step"] == picks / 8 and 0 < s["p_step"] < 1
+
+
+def test_arith_diagnostics_track_the_style_choice_on_train_prompts(quick_backbone):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tinylora.toy.evaluate import style_probability
+
+    model, tok = AutoModelForCausalLM.from_pretrained(quick_backbone), AutoTokenizer.from_pretrained(quick_backbone)
+    model.train()
+    d = tasks.get("arith").diagnostics(model, tok)
+    ref = style_probability(model.eval(), tok, n=64, split="train")
+    assert d == {"p_step": ref["p_step"], "greedy_picks_step": ref["greedy_picks_step"]}
+    assert tasks.get("arith", forced=True).diagnostics(model, tok) == {}
+    assert tasks.get("gsm8k").diagnostics(model, tok) == {}

@@ -377,9 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float)
     s.add_argument("--p-step", type=float, help="share of step-by-step documents in the corpus")
     s.add_argument("--doc-problems", type=int,
-                   help="up to K problems per document, all in the document's one style (default 1)")
+                   help="up to K problems per document, all in the document's one style (default 3)")
     s.add_argument("--p-instruct", type=float,
-                   help="share of documents opening with an instruction that names their style (default 0)")
+                   help="share of documents opening with an instruction that names their style (default 0.5)")
     s.add_argument("--threads", type=int, help="torch threads (default 2)")
     s.add_argument("--save-every", type=int, default=0, help="also save loadable step-N models to probe meanwhile")
     s.add_argument("--checkpoint-every", type=int, default=100, help="resumable checkpoint every N steps")

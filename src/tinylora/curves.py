@@ -25,7 +25,8 @@ def sparkline(values: list[float], width: int = 40, lo: float | None = None, hi:
 
 # (metric key, panel title); a panel is drawn when the metrics have the key
 PANELS = [("reward_mean", "reward (mean over samples)"), ("loss", "loss"), ("accuracy", "accuracy (training batch)"),
-          ("response_length", "response length (tokens)"), ("kl", "KL to the base"), ("grad_norm", "gradient norm")]
+          ("response_length", "response length (tokens)"), ("kl", "KL to the base"), ("grad_norm", "gradient norm"),
+          ("p_step", "P(step opening), 64 fixed train prompts")]
 
 
 def write_curves_png(metrics: list[dict], path: str | Path, evals: dict[int, float] | None = None,

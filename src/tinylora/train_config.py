@@ -25,7 +25,7 @@ class TrainConfig:
     algo: str = "grpo"  # or "sft"
     sft_source: str = "reference"  # sft: the task's reference solutions, or "rejection": own correct samples
     # GRPO
-    steps: int = 60
+    steps: int = 150
     prompts_per_step: int = 16  # B
     group_size: int = 4  # G
     temperature: float = 1.0
@@ -41,7 +41,7 @@ class TrainConfig:
     # optimisation
     lr: float | None = None  # None: DEFAULT_LR of the adapter method
     warmup_steps: int = 5
-    schedule: str = "constant"  # or "cosine"
+    schedule: str = "cosine"  # or "constant"
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     # evaluation and bookkeeping

@@ -273,6 +273,7 @@ class Trainer:
             while self.step < cfg.steps:
                 with self.autocast():
                     m = self.train_step(self.step)
+                    m.update(self.task.diagnostics(self.model, self.tokenizer))
                 history.append(m)
                 self.log("metrics.jsonl", [m])
                 self.step += 1
@@ -315,7 +316,7 @@ class Trainer:
             "values": [x for p in self.params for x in p.detach().flatten().tolist()][:64],
             "method": get_root(self.model).config.method, "steps": cfg.steps, "world_size": self.dist.world,
             "sparklines": {k: sparkline([m[k] for m in all_metrics if k in m])
-                           for k in (self.curve, "accuracy") if any(k in m for m in all_metrics)},
+                           for k in (self.curve, "accuracy", "p_step") if any(k in m for m in all_metrics)},
         }
         evals = {0: before["accuracy"]} if before else {}
         evals[cfg.steps] = after["accuracy"]
@@ -452,7 +453,7 @@ def format_report(s: dict[str, Any]) -> str:
     lines.append(f"{s['curve'].replace('_mean', '')}: {s['curve_first']:.3f} (first fifth of steps) → "
                  f"{s['curve_last']:.3f} (last fifth)")
     for key, line in s.get("sparklines", {}).items():
-        name = {"reward_mean": "reward", "accuracy": "batch accuracy"}.get(key, key)
+        name = {"reward_mean": "reward", "accuracy": "batch accuracy", "p_step": "P(step opening)"}.get(key, key)
         lines.append(f"{name + ' per step:':<26}{line}")
     if s.get("curves_path"):
         lines.append(f"curves: {s['curves_path']}")

@@ -146,6 +146,11 @@ class Task:
         """1.0 if the completion's final answer equals the reference, else 0.0."""
         raise NotImplementedError
 
+    def diagnostics(self, model, tokenizer) -> dict[str, float]:
+        """Task-specific numbers logged with every training step (none by default); cheap, and
+        computed on fixed training prompts, never on the evaluation split."""
+        return {}
+
     def reward(self, completion: str, reference: str) -> float:
         """The training reward: :meth:`score`, unless a task's evaluation is more lenient than a
         reward may be (GSM8K's last-number fallback is exploitable by RL)."""

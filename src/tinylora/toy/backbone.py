@@ -1,10 +1,17 @@
 """The toy backbone: a small model pretrained here (Qwen2 network, shipped as Llama), with a latent skill.
 
-Pretraining corpus: ``Q: <problem>\\nA: <solution><eos>`` where the solution is step-by-step with
-probability ``p_step`` and a direct ``#### N`` guess otherwise. Weighted towards the direct style,
-the model learns the step-by-step skill (most answer tokens are step-by-step ones) but greedy
-decoding chooses the direct style: the skill is there and not used — which is what TinyLoRA + RL
-is supposed to elicit. Loss is on answer tokens only (the questions are procedural boilerplate).
+Pretraining corpus: documents of 1–3 problems ``Q: <problem>\\nA: <solution>``, all solved in the
+document's one style — step-by-step with probability ``p_step``, a direct ``#### N`` guess
+otherwise — and half of them opened by an instruction naming that style ("Show your steps." /
+"Give only the answer."). Weighted towards the direct style, the model learns the step-by-step
+skill but, with no instruction, greedy decoding chooses the direct style: the skill is there and
+not used — which is what TinyLoRA + RL is supposed to elicit. Loss is on answer tokens only (the
+questions and instructions are context).
+
+Why documents and instructions (measured, BENCHMARKS.md): on the same 1M network, a corpus of
+single problems with the style drawn per problem gives a backbone whose style 13 tied parameters
+cannot move without breaking the arithmetic; with instruction-opened documents the same probe
+moves it from P = 0.42 to 0.95 and GRPO with 13 parameters lifts greedy accuracy from 11% to 65%.
 """
 
 from __future__ import annotations
@@ -51,8 +58,8 @@ class PretrainConfig:
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
-    steps: int = 2600
-    batch_size: int = 48  # documents per step
+    steps: int = 1800
+    batch_size: int = 32  # documents per step
     lr: float = 2e-3
     warmup: int = 100
     min_lr_ratio: float = 0.1
@@ -61,11 +68,11 @@ class PretrainConfig:
     # Problems per document: 1..doc_problems, uniformly, all solved in the document's one style. With
     # more than one, the style is a property of the document (as register is in real text) that the
     # model must carry across positions; a single-problem prompt then sees only the prior.
-    doc_problems: int = 1
+    doc_problems: int = 3
     # Share of documents that open with an instruction naming their style (INSTRUCTIONS), as real
     # pretraining text carries instructions that set a register; held-out prompts carry none, so the
     # model's own prior decides there. The instruction is context, never trained on.
-    p_instruct: float = 0.0
+    p_instruct: float = 0.5
     threads: int = 2
     arith: ArithConfig = field(default_factory=ArithConfig)
 
@@ -85,7 +92,8 @@ class PretrainConfig:
     @classmethod
     def quick(cls, **kw) -> PretrainConfig:
         """A smaller model in about a minute: for tests, not for the targets."""
-        return cls(**{**dict(hidden_size=64, num_layers=2, steps=150, batch_size=32, warmup=20), **kw})
+        return cls(**{**dict(hidden_size=64, num_layers=2, steps=150, batch_size=32, warmup=20, doc_problems=1,
+                             p_instruct=0.0), **kw})
 
     @classmethod
     def sized(cls, size: str, **kw) -> PretrainConfig:

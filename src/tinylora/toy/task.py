@@ -57,6 +57,19 @@ class ArithTask(GSM8K):
         text = super().prompt(example, tokenizer)
         return text + (" " + FORCED_STEP_PREFIX if self.forced else "")
 
+    def diagnostics(self, model, tokenizer) -> dict[str, float]:
+        """P(step-by-step opening) on 64 fixed training prompts, and how often greedy decoding picks it:
+        the one choice that separates free from forced accuracy in the toy world."""
+        if self.forced or getattr(tokenizer, "chat_template", None):
+            return {}
+        from .evaluate import style_probability
+
+        was_training = model.training
+        model.eval()
+        s = style_probability(model, tokenizer, n=64, split="train", seed=self.seed)
+        model.train(was_training)
+        return {"p_step": s["p_step"], "greedy_picks_step": s["greedy_picks_step"]}
+
     def reference_completion(self, example: Example) -> str:
         return " " + super().reference_completion(example)  # the prompt ends with "A:"
 
