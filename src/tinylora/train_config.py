@@ -41,7 +41,7 @@ class TrainConfig:
     # optimisation
     lr: float | None = None  # None: DEFAULT_LR of the adapter method
     warmup_steps: int = 5
-    schedule: str = "cosine"  # or "constant"
+    schedule: str = "constant"  # or "cosine"
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     # evaluation and bookkeeping
