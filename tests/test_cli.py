@@ -97,3 +97,10 @@ def test_help_is_instant_without_torch():
 def test_subpackages_are_attributes():
     code = "import tinylora; assert tinylora.tasks.get('arith', n_test=1).name == 'arith'; tinylora.toy.arith.problems"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_api_names_survive_submodule_imports():
+    code = ("import tinylora, tinylora.exporting, tinylora.cli, tinylora.model\n"
+            "assert callable(tinylora.export) and tinylora.export.__module__ == 'tinylora.exporting'\n"
+            "assert callable(tinylora.attach) and callable(tinylora.load)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

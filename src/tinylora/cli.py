@@ -42,7 +42,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .adapter_file import load
-    from .export import export
+    from .exporting import export
     from .loading import load_model, load_tokenizer
 
     model = load_model(args.model, dtype=args.dtype)
