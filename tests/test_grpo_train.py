@@ -109,6 +109,7 @@ def test_single_parameter_grpo_learns_a_coin_flip(tiny_run_setup, tmp_path):
     line = next(x for x in report.splitlines() if x.startswith("reward per step:"))
     spark = line.split(":", 1)[1].strip()
     assert len(spark) == 30 and spark[0] in "▁▂▃▄" and spark[-1] in "▆▇█"  # the learning, drawn
+    assert "batch accuracy per step" not in report  # a 0/1 reward's mean is the batch accuracy: drawn once
 
 
 def test_build_batch_layout():

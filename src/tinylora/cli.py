@@ -428,9 +428,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """The console script. A rank started by torchrun leaves with ``os._exit`` once its output is
-    flushed and the process group is gone: the interpreter's normal teardown runs C++ static
-    destructors while gloo's threads may still be joinable, and that aborts the rank ("terminate
-    called without an active exception") after its work is done — a rare flake seen in CI."""
+    flushed and the process group is gone, skipping the interpreter's teardown. Aimed at a rare CI
+    flake (a rank aborting with "terminate called without an active exception" after its work was
+    done); our unverified reading is that C++ teardown meets gloo threads still alive."""
     import os
 
     rc = main()

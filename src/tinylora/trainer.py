@@ -42,9 +42,9 @@ from . import distributed
 from . import tasks as tasks_mod
 from .adapter_file import load as load_adapter
 from .adapter_file import save as save_adapter
+from .curves import sparkline, write_curves_png
 from .evaluation import evaluate, versions
 from .grpo import group_advantages, policy_loss, token_logprobs
-from .curves import sparkline, write_curves_png
 from .model import attach, disabled, get_root, trainable_parameters, update_bytes
 from .rollout import HFBackend, Rollout, RolloutBackend, Sampling
 from .seeding import stream_key
@@ -273,7 +273,8 @@ class Trainer:
             while self.step < cfg.steps:
                 with self.autocast():
                     m = self.train_step(self.step)
-                    m.update(self.task.diagnostics(self.model, self.tokenizer))
+                    if self.dist.is_main:  # only rank 0 logs metrics
+                        m.update(self.task.diagnostics(self.model, self.tokenizer))
                 history.append(m)
                 self.log("metrics.jsonl", [m])
                 self.step += 1
@@ -315,9 +316,11 @@ class Trainer:
             "adapter_bytes": update_bytes(self.model, cfg.save_dtype), "adapter_path": str(adapter_path),
             "values": [x for p in self.params for x in p.detach().flatten().tolist()][:64],
             "method": get_root(self.model).config.method, "steps": cfg.steps, "world_size": self.dist.world,
-            "sparklines": {k: sparkline([m[k] for m in all_metrics if k in m])
-                           for k in (self.curve, "accuracy", "p_step") if any(k in m for m in all_metrics)},
         }
+        series = {k: [m[k] for m in all_metrics if k in m] for k in (self.curve, "accuracy", "p_step")}
+        if series["accuracy"] == series[self.curve]:  # a 0/1 reward: its mean is the batch accuracy
+            del series["accuracy"]
+        summary["sparklines"] = {k: sparkline(v) for k, v in series.items() if v}
         evals = {0: before["accuracy"]} if before else {}
         evals[cfg.steps] = after["accuracy"]
         summary["curves_path"] = str(write_curves_png(
