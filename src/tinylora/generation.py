@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .model import is_attached, merged
+from .multi import per_row_active
 from .seeding import counter_uniform, key_halves
 
 
@@ -117,7 +118,8 @@ def generate_tokens(model, tokenizer, prompts: list[str], *, n: int = 1, samplin
                              f"{len(prompts) * n}, got {None if seeds is None else len(seeds)}")
         sampler = SeededSampler(seeds, sampling)
         kwargs["logits_processor"] = LogitsProcessorList([sampler])
-    ctx = merged(model) if is_attached(model) else contextlib.nullcontext()
+    # merged weights for speed, unless rows carry their own adapters (tinylora.multi.per_row)
+    ctx = merged(model) if is_attached(model) and not per_row_active(model) else contextlib.nullcontext()
     was_training = model.training
     model.eval()
     with ctx:

@@ -83,6 +83,8 @@ class SVDDelta(Delta):
         self.register_buffer("U", U, persistent=False)  # (out, r)
         self.register_buffer("S", S, persistent=False)  # (r,)
         self.register_buffer("Vh", Vh, persistent=False)  # (r, in)
+        # ((K + 1, r, r) table of Σ R_k, (B,) row index) while tinylora.multi.per_row is active
+        self.per_row: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def R(self) -> torch.Tensor:
         raise NotImplementedError
@@ -93,7 +95,15 @@ class SVDDelta(Delta):
     def add_to(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         dt = x.dtype
         h = F.linear(x, self.Vh.to(dt))  # (…, r) = x V
-        h = F.linear(h, (self.S[:, None] * self.R()).to(dt))  # h (ΣR)ᵀ = x V Rᵀ Σ
+        if self.per_row is not None:  # row b runs its own Σ R_b (tinylora.multi)
+            table, rows = self.per_row
+            if h.ndim < 2 or h.shape[0] != rows.shape[0]:
+                raise RuntimeError(f"per-row adapters are set for {rows.shape[0]} rows; this forward has "
+                                   f"{h.shape[0] if h.ndim >= 2 else 'no batch'} rows")
+            M = table[rows].to(dt)  # (B, r, r)
+            h = torch.bmm(h.reshape(h.shape[0], -1, h.shape[-1]), M.transpose(1, 2)).reshape(h.shape)
+        else:
+            h = F.linear(h, (self.S[:, None] * self.R()).to(dt))  # h (ΣR)ᵀ = x V Rᵀ Σ
         return _add_lowrank(y, h, self.U.to(dt))  # y + x V Rᵀ Σ Uᵀ = y + x ΔWᵀ
 
 

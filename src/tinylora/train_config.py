@@ -12,7 +12,7 @@ from .distributed import check_device_name
 
 # Learning rates that work on the toy world (see BENCHMARKS.md): a 13-number vector needs a far
 # larger step than LoRA's matrices, whose many entries all move at once.
-DEFAULT_LR = {"tinylora": 2e-2, "lora_xs": 1e-3, "lora": 1e-4, "full": 1e-5}
+DEFAULT_LR = {"tinylora": 1e-2, "lora_xs": 1e-3, "lora": 1e-4, "full": 1e-5}
 
 
 @dataclass
