@@ -46,7 +46,7 @@ def main() -> None:
     import torch
 
     from tinylora.train_config import TrainConfig
-    from tinylora.trainer import make_trainer
+    from tinylora.trainers import make_trainer
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
@@ -88,8 +88,8 @@ def main() -> None:
         rec["step_s"] = last["step_s"]
         if a.check_grad:
             # one SFT step on the reference solutions through the same model and optimizer
-            from tinylora.sft import reference_targets, sft_loss
-            from tinylora.trainer import build_batch
+            from tinylora.trainers.sft import reference_targets, sft_loss
+            from tinylora.trainers.base import build_batch
 
             b = build_batch(*reference_targets(tr.task, tr.tokenizer, tr.train_examples[:8]), tr.tokenizer.pad_token_id)
             t = time.time()

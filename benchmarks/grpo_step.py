@@ -30,7 +30,7 @@ def run_ours(a) -> dict:
     import torch
 
     from tinylora.train_config import TrainConfig
-    from tinylora.trainer import GRPOTrainer
+    from tinylora.trainers.grpo import GRPOTrainer
 
     torch.set_num_threads(a.threads)
     cfg = TrainConfig(steps=a.steps + 1, prompts_per_step=a.prompts, group_size=a.group, max_new_tokens=a.max_new,

@@ -106,6 +106,22 @@ def test_two_ranks_give_the_one_rank_run(quick_backbone, task_file, tmp_path, al
     assert summary["world_size"] == 2
 
 
+@pytest.mark.parametrize("method", ["openai", "cma"])
+def test_two_ranks_give_the_one_rank_es_run(quick_backbone, task_file, tmp_path, method):
+    """ES splits the members across ranks and exchanges only fitness scalars: the same adapter bytes."""
+    args = _train_args(quick_backbone, task_file, algo="es", steps=3, **{
+        "es.method": method, "es.population": 6, "es.sigma": 0.5, "es.samples": 2, "es.eval_every": 2, "es.eval_limit": 4,
+        "es.eval_split": "test", "lr": 0.2})
+    tinylora("train", *args, f"out_dir={tmp_path / 'one'}")
+    tinylora("train", "--nproc", "2", *args, f"out_dir={tmp_path / 'two'}")
+    strip = lambda ms: [{k: v for k, v in m.items() if k != "step_s"} for m in ms]  # noqa: E731
+    one_m, two_m = _lines(tmp_path / "one" / "metrics.jsonl"), _lines(tmp_path / "two" / "metrics.jsonl")
+    assert strip(one_m) == strip(two_m) and all(m["members"] == 6 for m in one_m)
+    assert any(m["step_norm"] > 0 for m in one_m)  # not vacuous: the mean moved
+    a = (tmp_path / "one" / "adapter.safetensors").read_bytes()
+    assert a == (tmp_path / "two" / "adapter.safetensors").read_bytes()
+
+
 def test_resume_under_torchrun_continues_the_run(quick_backbone, task_file, tmp_path):
     """A 2-rank run stopped at a checkpoint and resumed on 2 ranks ends where one uninterrupted run ends."""
     args = _train_args(quick_backbone, task_file, steps=4, checkpoint_every=2)

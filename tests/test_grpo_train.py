@@ -12,7 +12,8 @@ import torch
 
 import tinylora
 from tinylora.train_config import TrainConfig
-from tinylora.trainer import GRPOTrainer, build_batch, format_report
+from tinylora.trainers.base import build_batch, format_report
+from tinylora.trainers.grpo import GRPOTrainer
 from tinylora.toy.tokenizer import char_tokenizer
 from conftest import make_model
 

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 import tinylora
-from tinylora.sft import SFTTrainer, sft_loss
+from tinylora.trainers.sft import SFTTrainer, sft_loss
 from tinylora.train_config import TrainConfig
-from tinylora.trainer import GRPOTrainer, build_batch, make_trainer
+from tinylora.trainers import make_trainer
+from tinylora.trainers.base import build_batch
+from tinylora.trainers.grpo import GRPOTrainer
 from tinylora.toy.tokenizer import char_tokenizer
 from conftest import make_model
 from test_grpo_train import cfg_for, reward_probability, tiny_run_setup  # noqa: F401  (fixture)

@@ -22,11 +22,12 @@ _EXPORTS = {
     "config": ("AdapterConfig", "FullConfig", "LoRAConfig", "LoRAXSConfig", "TinyLoRAConfig", "config_from_dict",
                "config_from_yaml"),
     "exporting": ("export",),  # the module is not named `export`: importing it would shadow the function
+    "multi": ("adapter_table", "flat_values", "per_row", "set_flat_values"),
     "model": ("adapted_modules", "attach", "delta_weights", "detach", "disabled", "merge", "merged", "num_trainable",
               "trainable_parameters", "unmerge", "update_bytes"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-_SUBMODULES = ("tasks", "toy", "exporting", "evaluation", "trainer", "sweep", "distributed", "loading", "generation", "grpo", "sft",
+_SUBMODULES = ("tasks", "toy", "exporting", "evaluation", "trainers", "sweep", "distributed", "loading", "generation", "grpo", "multi",
                "rollout", "svd", "seeding", "tying", "layers", "fingerprint", "synthetic", "train_config", "cli")
 
 __all__ = sorted(_WHERE)

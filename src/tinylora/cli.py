@@ -182,7 +182,7 @@ def train_config_from_args(args: argparse.Namespace):
     """The run's TrainConfig: the embedded default, --config or the resumed run's config, then the
     shorthand flags (--algo, --device, --model, --task, --out) and key=value overrides."""
     from .train_config import TrainConfig, apply_overrides
-    from .trainer import check_run_dir
+    from .trainers.base import check_run_dir
 
     overrides = list(args.overrides)
     for flag, key in (("algo", "algo"), ("device", "device"), ("model", "model"), ("task", "task"),
@@ -207,7 +207,8 @@ def train_config_from_args(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .trainer import format_report, make_trainer
+    from .trainers import make_trainer
+    from .trainers.base import format_report
 
     if args.nproc is not None:
         return _launch(args.nproc, _strip_nproc(args.argv))
@@ -330,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(13 parameters), evaluated before and after. Every hyperparameter is a key of one config (see "
                     "configs/); override with key=value, nested keys with dots (adapter.u=4).")
     s.add_argument("--config", help="YAML config (configs/toy-grpo.yaml is the default run)")
-    s.add_argument("--algo", choices=["grpo", "sft"], help="shorthand for the override algo=…")
+    s.add_argument("--algo", choices=["grpo", "sft", "es"], help="shorthand for the override algo=… (es: evolution "
+                                                                "strategies, es.method=openai|cma)")
     s.add_argument("--model", help="shorthand for model=… (Hugging Face id, local folder, or 'toy')")
     s.add_argument("--task", help="shorthand for task=…")
     s.add_argument("--out", help="shorthand for out_dir=… (the run directory)")

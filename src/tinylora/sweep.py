@@ -161,7 +161,7 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
 
 def run_sweep(sweep: SweepConfig, shard: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Run (or resume) this shard's points, then rebuild the results table from every finished point."""
-    from .trainer import make_trainer
+    from .trainers import make_trainer
 
     i, n = parse_shard(shard)
     out = Path(sweep.out_dir)

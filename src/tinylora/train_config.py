@@ -3,16 +3,65 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import AdapterConfig, TinyLoRAConfig, config_from_dict
 from .distributed import check_device_name
+from .trainers import ALGOS
 
 # Learning rates that work on the toy world (see BENCHMARKS.md): a 13-number vector needs a far
 # larger step than LoRA's matrices, whose many entries all move at once.
 DEFAULT_LR = {"tinylora": 1e-2, "lora_xs": 1e-3, "lora": 1e-4, "full": 1e-5}
+
+
+@dataclass
+class ESConfig:
+    """Evolution strategies (``algo: es``): search the adapter's few numbers directly on the reward."""
+
+    method: str = "openai"  # openai (antithetic pairs, centred ranks, Adam/SGD) or cma (CMA-ES via pycma)
+    population: int | None = None  # members per step; openai: even, default 32 (16 pairs); cma: 4 + ⌊3 ln n⌋
+    sigma: float = 0.05  # perturbation std (openai) or initial step size (cma), in adapter-value units
+    optimizer: str = "adam"  # openai: adam or sgd, at the run's lr
+    samples: int = 0  # 0: greedy fitness (the held-out metric itself); G > 0: G sampled completions per prompt
+    eval_every: int = 10  # evaluate the current mean on eval_split every k steps (0: only at start and end)
+    eval_split: str = "validation"
+    eval_limit: int = 100
+    keep_best: bool = True  # finish with the mean that scored best on eval_split (the start included)
+    rows_per_forward: int = 512  # members × prompts generated in one batched forward
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.method in ("openai", "cma"), f"es.method must be openai or cma, got {self.method!r}"),
+            (self.population is None or self.population >= 2, f"es.population must be >= 2, got {self.population}"),
+            (self.method != "openai" or self.population is None or self.population % 2 == 0,
+             f"es.population must be even for openai (antithetic pairs), got {self.population}"),
+            (self.sigma > 0, f"es.sigma must be > 0, got {self.sigma}"),
+            (self.optimizer in ("adam", "sgd"), f"es.optimizer must be adam or sgd, got {self.optimizer!r}"),
+            (self.samples >= 0, f"es.samples must be >= 0, got {self.samples}"),
+            (self.eval_every >= 0, f"es.eval_every must be >= 0, got {self.eval_every}"),
+            (self.eval_limit >= 1, f"es.eval_limit must be >= 1, got {self.eval_limit}"),
+            (self.rows_per_forward >= 1, f"es.rows_per_forward must be >= 1, got {self.rows_per_forward}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+    def members(self, n: int) -> int:
+        """Members per step for ``n`` trained numbers."""
+        if self.population is not None:
+            return self.population
+        return 32 if self.method == "openai" else 4 + int(3 * math.log(n))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ESConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown es key(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
 
 
 @dataclass
@@ -22,7 +71,7 @@ class TrainConfig:
     task: str = "arith"
     task_args: dict[str, Any] = field(default_factory=dict)
     adapter: dict[str, Any] = field(default_factory=lambda: TinyLoRAConfig(u=13, tying="all").to_dict())
-    algo: str = "grpo"  # or "sft"
+    algo: str = "grpo"  # or "sft", "es"
     sft_source: str = "reference"  # sft: the task's reference solutions, or "rejection": own correct samples
     # GRPO
     steps: int = 150
@@ -38,6 +87,8 @@ class TrainConfig:
     kl_coef: float = 0.0
     num_iterations: int = 1
     micro_batch_size: int = 64  # sequences per forward/backward (gradient accumulation)
+    # ES (algo: es); prompts_per_step, max_new_tokens, temperature and top_p apply too
+    es: dict[str, Any] = field(default_factory=lambda: dataclasses.asdict(ESConfig()))
     # optimisation
     lr: float | None = None  # None: DEFAULT_LR of the adapter method
     warmup_steps: int = 5
@@ -63,8 +114,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self._coerce_scalars()
         self.adapter_config()  # validates the adapter section
+        self.es = dataclasses.asdict(self.es_config())  # defaults filled in: the saved config is complete
         checks = [
-            (self.algo in ("grpo", "sft"), f"algo must be 'grpo' or 'sft', got {self.algo!r}"),
+            (self.algo in ALGOS, f"algo must be one of {', '.join(ALGOS)}, got {self.algo!r}"),
+            (self.algo != "es" or self.adapter.get("method") in ("tinylora", "lora_xs"),
+             f"algo es searches tinylora or lora_xs values (batched per row); got adapter method "
+             f"{self.adapter.get('method')!r}"),
             (self.sft_source in ("reference", "rejection"),
              f"sft_source must be 'reference' or 'rejection', got {self.sft_source!r}"),
             (self.steps >= 1 and self.prompts_per_step >= 1 and self.group_size >= 1, "steps, prompts_per_step "
@@ -98,6 +153,12 @@ class TrainConfig:
 
     def adapter_config(self) -> AdapterConfig:
         return config_from_dict(self.adapter)
+
+    def es_config(self) -> ESConfig:
+        """The ES section with defaults filled in (a partial ``es:`` mapping is fine)."""
+        if not isinstance(self.es, dict):
+            raise ValueError(f"es must be a mapping of ES settings, got {self.es!r}")
+        return ESConfig.from_dict(self.es)
 
     def _coerce_scalars(self) -> None:
         """Numbers written ``1e-2`` arrive as strings (YAML 1.1 wants ``1.0e-2``): convert or refuse."""

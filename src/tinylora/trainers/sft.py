@@ -23,10 +23,11 @@ from typing import Any
 
 import torch
 
-from .generation import prompt_special_tokens
-from .rollout import Sampling
-from .seeding import stream_key
-from .trainer import Batch, Trainer, build_batch, completion_logprobs
+from ..generation import prompt_special_tokens
+from ..rollout import Sampling
+from ..seeding import stream_key
+from . import register
+from .base import Batch, Trainer, build_batch, completion_logprobs
 
 
 def sft_loss(model, batch: Batch, total_tokens: float | None = None) -> torch.Tensor:
@@ -47,6 +48,7 @@ def reference_targets(task, tokenizer, examples) -> tuple[list[list[int]], list[
     return p_ids, c_ids
 
 
+@register
 class SFTTrainer(Trainer):
     algo = "sft"
     curve = "loss"

@@ -1,26 +1,9 @@
-"""GRPO with verifiable rewards over any tinylora parameterization.
+"""What every trainer shares: model + adapter, optimizer and schedule, the data order, checkpoints and
+resume, evaluation before and after, the loop, its metrics and its report.
 
-Per step: B prompts × G samples (seeded per (run seed, step, prompt, sample)), scored by the
-task's own ``score``; group-normalised advantages; clipped policy-gradient loss on the adapter only.
-
-How this departs from textbook GRPO (Shao et al. 2024), each a documented choice:
-
-- No KL term by default (``kl_coef=0``, as in the TinyLoRA paper and DAPO); when enabled it is
-  the k3 estimator against the *base model* — the adapter switched off, never a weight copy.
-- Asymmetric clipping (DAPO's clip-higher): ρ ∈ [1 − 0.2, 1 + 0.4] by default.
-- Token-level aggregation by default (verl/DAPO ``token-mean``), normalised by the token count
-  of the whole step, so gradient accumulation gives exactly the full-batch gradient.
-- On-policy by default (``num_iterations=1``): old log-probs equal the current ones, ρ = 1 and
-  clipping is inactive, as nanochat notes; with ``num_iterations > 1`` the rollout batch is reused
-  and old log-probs come from one no-grad pass before the first update.
-- Groups whose rewards are all equal carry zero advantage; their sequences are skipped in the
-  backward pass (their gradient is exactly zero) but still count in the normaliser.
-- Log-probs for the loss are recomputed with the unmerged, differentiable adapter path; the
-  rollout itself runs on merged weights.
-
-Under ``torchrun`` each rank takes a contiguous share of the step's prompts (a prompt's G samples
-stay together, so advantages are local); token and sequence counts are summed over ranks before
-they normalise the loss, and the adapter's gradient is summed (see :mod:`tinylora.distributed`).
+An algorithm is a subclass in its own module of this package (``grpo``, ``sft``, ``es``) that
+defines ``train_step(step) -> metrics`` and registers itself under its ``algo`` name
+(:func:`tinylora.trainers.register`).
 """
 
 from __future__ import annotations
@@ -38,17 +21,17 @@ from typing import Any
 
 import torch
 
-from . import distributed
-from . import tasks as tasks_mod
-from .adapter_file import load as load_adapter
-from .adapter_file import save as save_adapter
-from .curves import sparkline, write_curves_png
-from .evaluation import evaluate, versions
-from .grpo import group_advantages, policy_loss, token_logprobs
-from .model import attach, disabled, get_root, trainable_parameters, update_bytes
-from .rollout import HFBackend, Rollout, RolloutBackend, Sampling
-from .seeding import stream_key
-from .train_config import TrainConfig
+from .. import distributed
+from .. import tasks as tasks_mod
+from ..adapter_file import load as load_adapter
+from ..adapter_file import save as save_adapter
+from ..curves import sparkline, write_curves_png
+from ..evaluation import evaluate, versions
+from ..grpo import token_logprobs
+from ..model import attach, get_root, trainable_parameters, update_bytes
+from ..rollout import HFBackend, RolloutBackend
+from ..seeding import stream_key
+from ..train_config import TrainConfig
 
 
 @dataclass
@@ -102,7 +85,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, *, model=None, tokenizer=None, task=None,
                  backend: RolloutBackend | None = None, progress: bool = True,
                  dist: distributed.Dist | None = None):
-        from .loading import load_model, load_tokenizer
+        from ..loading import load_model, load_tokenizer
 
         if cfg.algo != self.algo:
             raise ValueError(f"{type(self).__name__} runs algo={self.algo!r}, the config says {cfg.algo!r}")
@@ -201,6 +184,7 @@ class Trainer:
         save_adapter(self.model, tmp / "adapter.safetensors", dtype="fp32")
         torch.save({"optimizer": self.opt.state_dict(), "step": step_done, "torch_rng": torch.get_rng_state()},
                    tmp / "trainer_state.pt")
+        self.save_extra(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         latest_tmp = self.out / "latest.tmp"
@@ -222,11 +206,21 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
+        self.load_extra(ckpt)
         for log in (self.out / "metrics.jsonl", self.out / "completions.jsonl"):
             if log.exists() and self.dist.is_main:  # drop lines logged after the checkpoint: they will be redone
                 keep = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < self.step]
                 log.write_text("".join(ln + "\n" for ln in keep))
         return self.step
+
+    def save_extra(self, ckpt: Path) -> None:
+        """Algorithm state beyond the adapter, optimizer and RNG (rank 0, into the checkpoint folder)."""
+
+    def load_extra(self, ckpt: Path) -> None:
+        """Read back what :meth:`save_extra` wrote."""
+
+    def finish(self) -> None:
+        """After the last step, before the adapter is saved (e.g. ES picks its best validated mean)."""
 
     # --- the run --------------------------------------------------------------------------
     def evaluate(self, name: str, split: str | None = None) -> dict:
@@ -295,6 +289,7 @@ class Trainer:
                 bar.close()
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
+        self.finish()
         adapter_path = self.out / "adapter.safetensors"
         if self.dist.is_main:
             save_adapter(self.model, adapter_path, dtype=cfg.save_dtype)
@@ -330,96 +325,6 @@ class Trainer:
         return summary
 
 
-class GRPOTrainer(Trainer):
-    """GRPO (see the module docstring for every departure from the textbook algorithm)."""
-
-    algo = "grpo"
-    curve = "reward_mean"
-
-    def postfix(self, m: dict[str, Any]) -> dict[str, str]:
-        return {"reward": f"{m['reward_mean']:.3f}", "zero_std": f"{m['frac_zero_std']:.2f}"}
-
-    # --- one step -------------------------------------------------------------------------
-    def rollout(self, step: int) -> tuple[list, Rollout]:
-        cfg = self.cfg
-        chosen = self.my_examples(step)
-        if not chosen:  # more ranks than prompts: this rank sits the step out (but joins every collective)
-            return chosen, Rollout([], [], [], [])
-        prompts = [self.task.prompt(e, self.tokenizer) for _, e in chosen]
-        seeds = [stream_key(cfg.seed, step, j, s) for j, _ in chosen for s in range(cfg.group_size)]
-        sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
-        return chosen, self.backend.generate(prompts, cfg.group_size, sampling, seeds)
-
-    def log_completions(self, step: int, chosen: list, ro: Rollout, rewards: list[float]) -> None:
-        """Every sample of the step (gathered from all ranks) to ``completions.jsonl``."""
-        if not self.cfg.log_completions:
-            return
-        G = self.cfg.group_size
-        mine = [{"step": step, "prompt": j, "sample": s, "reward": rewards[k * G + s], "text": ro.texts[k * G + s]}
-                for k, (j, _) in enumerate(chosen) for s in range(G)]
-        self.log("completions.jsonl", [r for part in self.dist.gather(mine) for r in part])
-
-    def train_step(self, step: int) -> dict[str, Any]:
-        cfg = self.cfg
-        t0 = time.time()
-        chosen, ro = self.rollout(step)
-        refs = [e.answer for _, e in chosen for _ in range(cfg.group_size)]
-        reward_list = self.reward(ro.texts, refs) if chosen else []
-        rewards = torch.tensor(reward_list, dtype=torch.float32).view(len(chosen), cfg.group_size)
-        adv, zero_std = group_advantages(rewards, cfg.scale_std)
-        adv = adv.reshape(-1)
-        t_rollout = time.time() - t0
-        self.log_completions(step, chosen, ro, reward_list)
-
-        lengths = [len(c) for c in ro.completion_ids]
-        total_tokens, num_seqs = self.dist.sum([sum(lengths), len(lengths)])  # the whole step's counts
-        active = [i for i in range(len(lengths)) if adv[i] != 0 or cfg.kl_coef > 0]
-        chunks = [active[i:i + cfg.micro_batch_size] for i in range(0, len(active), cfg.micro_batch_size)]
-        pad = self.tokenizer.pad_token_id
-        batches = [build_batch([ro.prompt_ids[i] for i in c], [ro.completion_ids[i] for i in c], pad) for c in chunks]
-        old = ref = None
-        if cfg.num_iterations > 1:
-            with torch.no_grad():
-                old = [completion_logprobs(self.model, b, cfg.temperature) for b in batches]
-        if cfg.kl_coef > 0:
-            with torch.no_grad(), disabled(self.model):
-                ref = [completion_logprobs(self.model, b, cfg.temperature) for b in batches]
-
-        self.model.train()
-        stats = {"clip_frac": 0.0, "kl": 0.0, "loss": 0.0}
-        grad_norm = 0.0
-        for _ in range(cfg.num_iterations):
-            self.opt.zero_grad(set_to_none=True)
-            for k, (c, b) in enumerate(zip(chunks, batches)):
-                logp = completion_logprobs(self.model, b, cfg.temperature)
-                loss, st = policy_loss(
-                    logp, old[k] if old is not None else logp.detach(), adv[c], b.mask.to(logp.device),
-                    clip_low=cfg.clip_low, clip_high=cfg.clip_high, aggregation=cfg.loss_aggregation,
-                    ref_logp=ref[k] if ref is not None else None, kl_coef=cfg.kl_coef,
-                    total_tokens=total_tokens, num_seqs=num_seqs, max_len=cfg.max_new_tokens)
-                loss.backward()
-                w = float(b.mask.sum()) / max(total_tokens, 1.0)
-                stats["loss"] += float(loss.detach())
-                stats["clip_frac"] += st["clip_frac"] * w / cfg.num_iterations
-                stats["kl"] += st.get("kl", 0.0) * w / cfg.num_iterations
-            grad_norm = self.optimizer_step(step)
-
-        r = rewards.double().reshape(-1)
-        n, r_sum, r_sq, correct, groups, zero, loss, clip, kl = self.dist.sum([
-            r.numel(), r.sum(), (r * r).sum(), (r >= 1.0).sum(), zero_std.numel(), zero_std.sum(),
-            stats["loss"], stats["clip_frac"], stats["kl"]])
-        mean = r_sum / n
-        metrics = {
-            "step": step, "reward_mean": mean, "reward_std": math.sqrt(max(r_sq - n * mean * mean, 0.0) / (n - 1))
-            if n > 1 else 0.0, "accuracy": correct / n, "response_length": total_tokens / num_seqs,
-            "frac_zero_std": zero / groups, "clip_frac": clip, "kl": kl, "loss": loss / cfg.num_iterations,
-            "grad_norm": grad_norm, "lr": self.lr_at(step), "rollout_tokens": int(total_tokens),
-            "rollout_s": round(t_rollout, 3), "step_s": round(time.time() - t0, 3),
-        }
-        metrics.update(self.adapter_values())
-        return metrics
-
-
 def check_run_dir(out: str | Path, resume: bool) -> None:
     """Refuse, before anything slow, a new run into a run directory or a resume of a folder that is not one."""
     out = Path(out)
@@ -430,13 +335,6 @@ def check_run_dir(out: str | Path, resume: bool) -> None:
     elif (out / "latest").exists() or (out / "metrics.jsonl").exists():
         raise ValueError(f"{out} already holds a run; resume it with --resume {out} (when it has a checkpoint), "
                          "or choose another out_dir")
-
-
-def make_trainer(cfg: TrainConfig, **kw) -> Trainer:
-    """The trainer for ``cfg.algo`` (``grpo`` or ``sft``)."""
-    from .sft import SFTTrainer
-
-    return {"grpo": GRPOTrainer, "sft": SFTTrainer}[cfg.algo](cfg, **kw)
 
 
 def _main_thread() -> bool:
