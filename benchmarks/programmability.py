@@ -6,7 +6,7 @@ GRPO run per backbone, and the plot ``docs/programmability.png``.
 
 Probe (benchmarks/toy_steer.py): supervise log P(step-by-step opening) while holding the skill, then
 free greedy accuracy on 100 held-out problems; the probe's gain is after − before. GRPO: the default
-``tinylora train`` (60 steps × 16 prompts × 4 samples, 13 parameters) on that backbone; its gain is
+``tinylora train`` (its current defaults: configs/toy-grpo.yaml, 13 parameters) on that backbone; its gain is
 greedy accuracy after − before on 200 held-out problems. Finished records are skipped on a re-run.
 """
 

@@ -324,9 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser(
-        "train", help="GRPO (the main job) or SFT training; no arguments: 13 parameters on the toy world",
-        description="Train an adapter with GRPO and a verifiable reward, or with SFT (--algo sft) on the task's "
-                    "reference solutions (or, sft_source=rejection, on the model's own correct samples). With no "
+        "train", help="GRPO (the main job), SFT or ES training; no arguments: 13 parameters on the toy world",
+        description="Train an adapter with GRPO and a verifiable reward, with SFT (--algo sft) on the task's "
+                    "reference solutions (or, sft_source=rejection, on the model's own correct samples), or with "
+                    "evolution strategies (--algo es; es.method=openai|cma, es.sigma, es.population: the reward "
+                    "itself, greedy by default, no gradients; tinylora and lora_xs only). With no "
                     "arguments: GRPO with the shipped toy backbone on the arith task with TinyLoRA u=13 tied 'all' "
                     "(13 parameters), evaluated before and after. Every hyperparameter is a key of one config (see "
                     "configs/); override with key=value, nested keys with dots (adapter.u=4).")
