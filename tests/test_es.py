@@ -10,6 +10,7 @@ import torch
 import tinylora
 from tinylora.train_config import ESConfig, TrainConfig
 from tinylora.trainers import make_trainer
+from tinylora.trainers.base import format_report
 from tinylora.trainers.es import ESTrainer, antithetic_gradient, centred_ranks
 from test_grpo_train import cfg_for, reward_probability, tiny_run_setup  # noqa: F401  (fixture)
 
@@ -41,6 +42,7 @@ def test_es_learns_a_coin_flip(tiny_run_setup, tmp_path, method):
     after = trainer.model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in base.items())  # base weights bit-identical
     assert not any(p.grad is not None and method == "cma" for p in trainer.params)  # CMA: no gradients at all
+    assert "mean fitness per step:" in format_report(json.loads((tmp_path / "run" / "summary.json").read_text()))
 
 
 def test_centred_ranks_share_ties_and_span_half():
@@ -83,6 +85,15 @@ def test_es_resume_gives_the_uninterrupted_run(tiny_run_setup, tmp_path, method)
     resumed = make_trainer(es_cfg(tiny_run_setup, tmp_path / "b", method, steps=6, checkpoint_every=3,
                                   es={"eval_every": 2, "keep_best": True}), progress=False)
     resumed.train(resume=True)
+    from tinylora.multi import flat_values
+
+    scored = [m["select_accuracy"] for m in map(json.loads, (tmp_path / "a" / "run" / "metrics.jsonl").read_text()
+                                                          .splitlines()) if "select_accuracy" in m]
+    assert torch.equal(flat_values(full.model), full.best["values"])  # the run ends on the kept mean
+    assert full.best["score"] >= max(scored)  # the best scored (the final mean is scored in finish)
+    kept = json.loads((tmp_path / "a" / "run" / "summary.json").read_text())["es_kept"]
+    assert kept["step"] in (0, 2, 4, 6) and "kept: the mean after step" in format_report(
+        json.loads((tmp_path / "a" / "run" / "summary.json").read_text()))
     a = (tmp_path / "a" / "run" / "adapter.safetensors").read_bytes()
     b = (tmp_path / "b" / "run" / "adapter.safetensors").read_bytes()
     assert a == b

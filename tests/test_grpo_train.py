@@ -120,10 +120,14 @@ def test_build_batch_layout():
     assert b.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 0, 1, 2, 3]]
 
 
-def test_resume_after_kill_gives_the_same_adapter(tiny_run_setup, tmp_path):
+@pytest.mark.parametrize("algo", ["grpo", "es-cma"])
+def test_resume_after_kill_gives_the_same_adapter(tiny_run_setup, tmp_path, algo):
+    """kill -9 mid-run, --resume: the adapter bytes of the uninterrupted run (ES: CMA-ES's pickled state too)."""
     args = lambda out: [sys.executable, "-m", "tinylora", "train", "--config", str(tmp_path / "c.yaml"),  # noqa: E731
                         f"out_dir={out}"]
-    cfg_for(tiny_run_setup, steps=8, checkpoint_every=2).to_yaml(tmp_path / "c.yaml")
+    extra = ({} if algo == "grpo" else
+             {"algo": "es", "es": {"method": "cma", "sigma": 0.5, "samples": 8, "eval_every": 3, "eval_limit": 6}})
+    cfg_for(tiny_run_setup, steps=8, checkpoint_every=2, **extra).to_yaml(tmp_path / "c.yaml")
     env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     subprocess.run(args(tmp_path / "full"), check=True, env=env, capture_output=True)
 

@@ -354,8 +354,13 @@ def format_report(s: dict[str, Any]) -> str:
     lines.append(f"{s['curve'].replace('_mean', '')}: {s['curve_first']:.3f} (first fifth of steps) → "
                  f"{s['curve_last']:.3f} (last fifth)")
     for key, line in s.get("sparklines", {}).items():
-        name = {"reward_mean": "reward", "accuracy": "batch accuracy", "p_step": "P(step opening)"}.get(key, key)
+        name = {"reward_mean": "reward", "accuracy": "batch accuracy", "p_step": "P(step opening)",
+                "fitness_mean": "mean fitness"}.get(key, key)
         lines.append(f"{name + ' per step:':<26}{line}")
+    if s.get("es_kept"):
+        k = s["es_kept"]
+        lines.append(f"kept: the mean after step {k['step']} ({100 * k['accuracy']:.1f}% on {k['examples']} "
+                     f"{k['split']} problems, the best scored)")
     if s.get("curves_path"):
         lines.append(f"curves: {s['curves_path']}")
     lines.append(f"{s['method']}: {s['trainable_parameters']} trained parameters, {s['adapter_bytes']} bytes "

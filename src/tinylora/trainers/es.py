@@ -25,6 +25,7 @@ adapter bytes of 1.
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import time
@@ -211,10 +212,14 @@ class ESTrainer(Trainer):
         if self.best["step"] != self.cfg.steps:
             self.select(self.cfg.steps)
         set_flat_values(self.model, self.best["values"])
-        if self.dist.is_main:
-            (self.out / "es_selected.json").write_text(
-                f'{{"step": {self.best["step"]}, "{self.es.eval_split}_accuracy": {self.best["score"]}, '
-                f'"examples": {len(self.eval_examples)}}}\n')
+
+    def summarize(self, before, after, adapter_path):
+        summary = super().summarize(before, after, adapter_path)
+        if self.es.keep_best:
+            summary["es_kept"] = {"step": self.best["step"], "split": self.es.eval_split,
+                                  "accuracy": self.best["score"], "examples": len(self.eval_examples)}
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
 
     # --- checkpoint state -------------------------------------------------------------------
     def save_extra(self, ckpt: Path) -> None:
