@@ -47,26 +47,34 @@ class SeededSampler:
         return torch.stack(self._picked, dim=1).tolist()
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        s = self.sampling
-        logits = scores.float() / max(s.temperature, 1e-6)
-        logp = torch.log_softmax(logits, dim=-1)
-        if s.top_p < 1.0:
-            sorted_lp, idx = logp.sort(dim=-1, descending=True)
-            cum = sorted_lp.exp().cumsum(dim=-1)
-            drop = cum - sorted_lp.exp() > s.top_p  # keep the smallest prefix reaching top_p
-            sorted_lp = sorted_lp.masked_fill(drop, float("-inf"))
-            logp = torch.full_like(logp, float("-inf")).scatter(-1, idx, sorted_lp)
-            logp = torch.log_softmax(logp, dim=-1)
-        u = counter_uniform(self.hi, self.lo, self.t).to(logp.device)
+        toks, picked = sample_tokens(scores, self.hi, self.lo, self.t, self.sampling)
         self.t += 1
-        cdf = logp.double().exp().cumsum(dim=-1)
-        # right=True: the first index whose cdf exceeds u·total, so a zero-probability token
-        # (an empty interval) is never picked.
-        toks = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_max(cdf.shape[-1] - 1)
-        self._picked.append(logp.gather(-1, toks).squeeze(-1).cpu())
+        self._picked.append(picked.cpu())
         out = torch.full_like(scores, float("-inf"))
-        out.scatter_(-1, toks.to(scores.device), 0.0)
+        out.scatter_(-1, toks[:, None].to(scores.device), 0.0)
         return out
+
+
+def sample_tokens(scores: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor, t: int, s: Sampling
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row i's t-th token from its own stream (key halves hi[i], lo[i]) by inverse-CDF sampling of
+    softmax(scores / T) with top-p; returns (tokens (N,), their log-probs (N,)). A pure function of
+    (logits, key, t): the rollout engine and the HF logits processor share it."""
+    logits = scores.float() / max(s.temperature, 1e-6)
+    logp = torch.log_softmax(logits, dim=-1)
+    if s.top_p < 1.0:
+        sorted_lp, idx = logp.sort(dim=-1, descending=True)
+        cum = sorted_lp.exp().cumsum(dim=-1)
+        drop = cum - sorted_lp.exp() > s.top_p  # keep the smallest prefix reaching top_p
+        sorted_lp = sorted_lp.masked_fill(drop, float("-inf"))
+        logp = torch.full_like(logp, float("-inf")).scatter(-1, idx, sorted_lp)
+        logp = torch.log_softmax(logp, dim=-1)
+    u = counter_uniform(hi, lo, t).to(logp.device)
+    cdf = logp.double().exp().cumsum(dim=-1)
+    # right=True: the first index whose cdf exceeds u·total, so a zero-probability token
+    # (an empty interval) is never picked.
+    toks = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_max(cdf.shape[-1] - 1)
+    return toks.squeeze(-1), logp.gather(-1, toks).squeeze(-1)
 
 
 def prompt_special_tokens(tokenizer) -> bool:
@@ -91,14 +99,21 @@ class Generated:
     logprobs: list[list[float]] | None  # sampled tokens' log-probs (sampling only)
 
 
+ENGINES = ("auto", "tinylora", "hf")
+
+
 @torch.no_grad()
 def generate_tokens(model, tokenizer, prompts: list[str], *, n: int = 1, sampling: Sampling | None = None,
-                    seeds: list[int] | None = None) -> Generated:
+                    seeds: list[int] | None = None, engine: str = "auto") -> Generated:
     """Greedy when ``sampling.temperature == 0``; otherwise one seeded generator per sample.
 
     Each sample draws from its own generator (``seeds``: one per prompt × sample, prompt-major), so
-    a sample does not depend on what else is in the batch.
+    a sample does not depend on what else is in the batch. ``engine``: ``tinylora`` (our decode
+    loop, :mod:`tinylora.engine`), ``hf`` (``model.generate``), or ``auto`` (ours for the
+    architectures it knows, else HF with one log line); both give the same tokens.
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     sampling = sampling or Sampling(temperature=0.0)
     if n > 1 and sampling.temperature <= 0:
         raise ValueError("several samples per prompt need temperature > 0 (greedy samples are identical)")
@@ -122,16 +137,27 @@ def generate_tokens(model, tokenizer, prompts: list[str], *, n: int = 1, samplin
     ctx = merged(model) if is_attached(model) and not per_row_active(model) else contextlib.nullcontext()
     was_training = model.training
     model.eval()
-    with ctx:
-        out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-    model.train(was_training)
+    from . import engine as eng
+
+    use_ours = engine == "tinylora" or (engine == "auto" and eng.supports(model))
+    try:
+        with ctx:
+            if use_ours:
+                new, logprobs = eng.decode(model, enc["input_ids"].to(device), enc["attention_mask"].to(device), n=n,
+                                           sampling=sampling, seeds=seeds, eos_token_id=tokenizer.eos_token_id,
+                                           pad_token_id=tokenizer.pad_token_id)
+                return Generated(ids, mask, new, logprobs)
+            out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+    finally:
+        model.train(was_training)
     return Generated(ids, mask, out[:, ids.shape[1]:], sampler.logprobs if sampler else None)
 
 
 def generate_texts(model, tokenizer, prompts: list[str], *, n: int = 1, temperature: float = 0.0,
-                   top_p: float = 1.0, max_new_tokens: int = 256, seeds: list[int] | None = None) -> list[list[str]]:
+                   top_p: float = 1.0, max_new_tokens: int = 256, seeds: list[int] | None = None,
+                   engine: str = "auto") -> list[list[str]]:
     """``n`` completions per prompt as text, special tokens stripped."""
     g = generate_tokens(model, tokenizer, prompts, n=n, sampling=Sampling(temperature, top_p, max_new_tokens),
-                        seeds=seeds)
+                        seeds=seeds, engine=engine)
     texts = tokenizer.batch_decode(g.new_ids, skip_special_tokens=True)
     return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]

@@ -107,10 +107,14 @@ class PerRow:
         rows = torch.as_tensor(rows, dtype=torch.long).reshape(-1)
         if rows.numel() and (int(rows.min()) < -1 or int(rows.max()) >= self.K):
             raise ValueError(f"row indices must be in [-1, {self.K}); got {rows.min().item()}..{rows.max().item()}")
-        self.rows = torch.where(rows < 0, torch.full_like(rows, self.K), rows)
+        self._use(torch.where(rows < 0, torch.full_like(rows, self.K), rows))
+
+    def _use(self, rows: torch.Tensor) -> None:
+        """Table indices per row (K = the base's zero entry): what every module reads."""
+        self.rows = rows
         for name, mod in adapted_modules(self.model).items():
             sr = self.table[name]
-            mod.delta.per_row = (sr, self.rows.to(sr.device))
+            mod.delta.per_row = (sr, rows.to(sr.device))
 
 
 @contextlib.contextmanager
@@ -124,9 +128,12 @@ def per_row(model, table: dict[str, torch.Tensor], rows: torch.Tensor | Sequence
     if any(getattr(m.delta, "per_row", None) is not None for m in mods.values()):
         raise RuntimeError("per-row adapters are already active on this model")
     state = PerRow(model, table, rows)
+    root = get_root(model)
+    root.per_row_state = state  # the rollout engine reads it to follow its batch compaction
     try:
         yield state
     finally:
+        root.per_row_state = None
         for m in mods.values():
             m.delta.per_row = None
 
