@@ -6,6 +6,15 @@ from tinylora.synthetic import tiny_model
 ARCHS = ["qwen2", "llama", "gpt2"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _factor_cache(tmp_path_factory):
+    """The SVD factor cache of the whole test session in a temporary folder (never the user's)."""
+    import os
+
+    os.environ["TINYLORA_CACHE_DIR"] = str(tmp_path_factory.mktemp("factor-cache"))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     import os

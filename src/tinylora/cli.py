@@ -246,6 +246,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from . import factor_cache
+
+    i = factor_cache.clear() if args.action == "clear" else factor_cache.info()
+    state = "" if i["enabled"] else " (disabled: TINYLORA_NO_CACHE is set)"
+    verb = "removed" if args.action == "clear" else "holds"
+    print(f"{i['path']}{state}: {verb} {i['files']} files, {i['bytes'] / 1e6:.1f} MB")
+    return 0
+
+
 def _cmd_toy_pretrain(args: argparse.Namespace) -> int:
     from .toy.backbone import PretrainConfig, pretrain
 
@@ -310,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "LoRA servers; merged: save_pretrained of W + ΔW")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="dtype to load the base in")
+    s.add_argument("--no-cache", action="store_true", help="compute the SVD factors afresh instead of reading "
+                   "the factor cache (same as TINYLORA_NO_CACHE=1; see tinylora cache info)")
     s.set_defaults(func=_cmd_export)
 
     from . import tasks
@@ -340,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "per core; with --nproc, the cores divided by the ranks). Idle threads sleep rather than spin "
                    "(OMP_WAIT_POLICY=PASSIVE unless you set a policy): under CPU contention this is the difference "
                    "between 2× and 50× slower")
+    s.add_argument("--no-cache", action="store_true", help="compute the SVD factors afresh instead of reading "
+                   "the factor cache (same as TINYLORA_NO_CACHE=1; see tinylora cache info)")
     s.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser(
@@ -369,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "per core; with --nproc, the cores divided by the ranks). Idle threads sleep rather than spin "
                    "(OMP_WAIT_POLICY=PASSIVE unless you set a policy): under CPU contention this is the difference "
                    "between 2× and 50× slower")
+    s.add_argument("--no-cache", action="store_true", help="compute the SVD factors afresh instead of reading "
+                   "the factor cache (same as TINYLORA_NO_CACHE=1; see tinylora cache info)")
     s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser(
@@ -386,7 +402,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "per core; with --nproc, the cores divided by the ranks). Idle threads sleep rather than spin "
                    "(OMP_WAIT_POLICY=PASSIVE unless you set a policy): under CPU contention this is the difference "
                    "between 2× and 50× slower")
+    s.add_argument("--no-cache", action="store_true", help="compute the SVD factors afresh instead of reading "
+                   "the factor cache (same as TINYLORA_NO_CACHE=1; see tinylora cache info)")
     s.set_defaults(func=_cmd_sweep)
+
+    s = sub.add_parser("cache", help="the SVD factor cache: where it is and how big (info), or empty it (clear)",
+                       description="Attach stores each adapted weight's top-r SVD factors under a key made of the "
+                                   "weight's exact bytes, so attaching to the same base again reads them instead of "
+                                   "recomputing them. Location: $TINYLORA_CACHE_DIR, else $XDG_CACHE_HOME/tinylora, "
+                                   "else ~/.cache/tinylora; TINYLORA_NO_CACHE=1 or --no-cache turns it off.")
+    s.add_argument("action", choices=["info", "clear"])
+    s.set_defaults(func=_cmd_cache)
 
     toy = sub.add_parser("toy", help="the CPU world: pretrain or evaluate the toy backbone")
     toy_sub = toy.add_subparsers(dest="toy_command", required=True, metavar="TOY_COMMAND")
@@ -437,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     from .threads import apply_wait_policy
 
     apply_wait_policy()  # before torch (and its OpenMP runtime) loads: idle threads sleep, not spin
+    if getattr(args, "no_cache", False):
+        os.environ["TINYLORA_NO_CACHE"] = "1"  # this process and any ranks it starts
     from .adapter_file import AdapterError
     from .tasks.rewards import MissingDependencyError
 

@@ -27,7 +27,8 @@ from .config import (
     TinyLoRAConfig,
 )
 from .layers import AdaptedLinear, FullDelta, LoRADelta, LoRAXSDelta, TinyLoRADelta
-from .svd import SVDFactors, top_r
+from .factor_cache import cached_top_r
+from .svd import SVDFactors
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +119,13 @@ def attach(
     *,
     svd_method: str = "auto",
     progress: bool | None = None,
+    cache: bool | None = None,
 ) -> nn.Module:
     """Adapt ``model`` in place with ``config``; freezes every base parameter. Returns the model.
 
     ``svd_method`` ("auto" | "randomized" | "exact") chooses how the SVD-based methods get their
-    frozen factors (see :func:`tinylora.svd.top_r`).
+    frozen factors (see :func:`tinylora.svd.top_r`); ``cache`` reads and writes them in the factor
+    cache (:mod:`tinylora.factor_cache`; None: on unless ``TINYLORA_NO_CACHE=1``).
     """
     if is_attached(model):
         raise ValueError("model already has a tinylora adapter; attach one adapter per model")
@@ -172,7 +175,7 @@ def attach(
         if isinstance(config, (LoRAXSConfig, TinyLoRAConfig)):
             if config.r > min(out_f, in_f):
                 raise ValueError(f"r={config.r} exceeds min(shape)={min(out_f, in_f)} of {name} ({out_f}×{in_f})")
-            factors = top_r(W, config.r, method=svd_method)
+            factors = cached_top_r(W, config.r, method=svd_method, use_cache=cache)
             root.svd_stats[name] = {"method": factors.method, "iterations": factors.iterations,
                                     "residual": factors.residual, "gap": factors.gap}
         dev = W.device
