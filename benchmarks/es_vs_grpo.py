@@ -25,9 +25,9 @@ ADAPTERS = {  # on the 4-layer toy backbone (28 adapted modules)
     52: {"method": "tinylora", "u": 13, "tying": "tiled", "n_tie": 7},
     112: {"method": "lora_xs", "r": 2},
 }
-ALGOS = {
+ALGOS = {  # GRPO: the default run's settings; ES: those of the first ES run that taught the toy world (lr 0.03)
     "grpo": {"algo": "grpo"},
-    "es-openai": {"algo": "es", "es": {"method": "openai"}},
+    "es-openai": {"algo": "es", "lr": 0.03, "es": {"method": "openai"}},
     "es-cma": {"algo": "es", "es": {"method": "cma"}},
 }
 
