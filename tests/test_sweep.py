@@ -23,6 +23,13 @@ def test_grid_expands_to_every_valid_combination():
     algos = SweepConfig(grid={"algo": ["grpo", "sft"], "sft_source": ["reference", "rejection"]}).points()
     assert sorted((p.values["algo"], p.values.get("sft_source")) for p in algos) == [
         ("grpo", None), ("sft", "reference"), ("sft", "rejection")]
+    # es.* keys only matter to ES points: grpo × {openai, cma} is one point
+    es = SweepConfig(grid={"algo": ["grpo", "es"], "es.method": ["openai", "cma"]}).points()
+    assert sorted((p.values["algo"], p.values.get("es.method")) for p in es) == [
+        ("es", "cma"), ("es", "openai"), ("grpo", None)]
+    assert {p.config("/tmp/s").es["method"] for p in es if p.values["algo"] == "es"} == {"openai", "cma"}
+    with pytest.raises(ValueError, match="tinylora or lora_xs"):  # an ES point with LoRA: refused up front
+        SweepConfig(grid={"algo": ["es"], "adapter.method": ["lora"]})
     with pytest.raises(ValueError, match="non-empty list"):
         SweepConfig(grid={"lr": []})
     with pytest.raises(ValueError, match="unknown config key"):  # refused before anything runs

@@ -68,7 +68,8 @@ class SweepConfig:
 
     def points(self) -> list[Point]:
         """The grid's combinations. Adapter keys that the point's method does not have (``u`` for
-        ``lora``, ``r`` for ``full``), and ``sft_source`` for GRPO points, are dropped from that point,
+        ``lora``, ``r`` for ``full``), ``sft_source`` for non-SFT points and ``es.*`` for non-ES points, are
+        dropped from that point,
         and the duplicates this makes are kept once, so one grid can cross methods and algorithms."""
         keys = list(self.grid)
         out, seen = [], set()
@@ -89,11 +90,12 @@ def _method_of(merged: dict[str, Any]) -> str:
 
 def _applicable(values: dict[str, Any], merged: dict[str, Any]) -> dict[str, Any]:
     """``values`` without the keys the point (``merged``: base + values) does not use: ``adapter.*``
-    keys its method lacks, and ``sft_source`` unless its algo is sft."""
+    keys its method lacks, ``sft_source`` unless its algo is sft, ``es.*`` unless it is es."""
     known = _adapter_fields(_method_of(merged))
     algo = merged.get("algo", "grpo")
     return {k: v for k, v in values.items()
-            if (not k.startswith("adapter.") or k[len("adapter."):] in known) and (k != "sft_source" or algo == "sft")}
+            if (not k.startswith("adapter.") or k[len("adapter."):] in known) and (k != "sft_source" or algo == "sft")
+            and (not k.startswith("es.") or algo == "es")}
 
 
 def _adapter_fields(method: str) -> set[str]:
@@ -231,7 +233,8 @@ def collect(sweep: SweepConfig) -> list[dict[str, Any]]:
         for dt, ev in extra["storage"].items():
             rows.append({
                 "point": point.id, **point.values, "method": summary["method"],
-                "algo": cfg.algo + ("-rejection" if cfg.algo == "sft" and cfg.sft_source == "rejection" else ""),
+                "algo": cfg.algo + ("-rejection" if cfg.algo == "sft" and cfg.sft_source == "rejection" else "")
+                + (f"-{cfg.es['method']}" if cfg.algo == "es" else ""),
                 "lr": cfg.learning_rate(), "seed": cfg.seed, "storage": dt,
                 "series": ", ".join(f"{k.split('.')[-1]}={point.values[k]}" for k in sweep.series if k in point.values),
                 "config": json.dumps({k: v for k, v in point.values.items() if k not in ("lr", "seed")},
