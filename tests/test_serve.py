@@ -1,0 +1,158 @@
+"""tinylora serve against a live server on 127.0.0.1, driven by the official openai client: each request of a
+mixed batch equals generating with its adapter alone; adapters come and are refused as they should;
+streaming equals non-streaming; a full queue answers 429; SIGTERM exits 0."""
+
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import tinylora
+from tinylora.generation import Sampling, generate_tokens
+from tinylora.loading import load_model, load_tokenizer
+from tinylora.seeding import stream_key
+
+openai = pytest.importorskip("openai")  # declared in the [test] extra
+
+PROMPTS = ["Q: Tom has 7 apples and gets 5 more. How many?\nA:", "Q: 12 - 3 + 4 =\nA:", "Q: a b c\nA:"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_adapters(base: Path, folder: Path, n: int = 3) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        model = load_model(str(base))
+        tinylora.attach(model, tinylora.TinyLoRAConfig(u=13, tying="all"))
+        with torch.no_grad():
+            model.tinylora.v[0].copy_(3.0 * torch.randn(13, generator=torch.Generator().manual_seed(k)))
+        tinylora.save(model, folder / f"skill{k}.safetensors")
+
+
+def start(base: Path, adapters: Path, *extra: str):
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tinylora", "serve", "--model", str(base), "--adapters", str(adapters),
+                             "--port", str(port), *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            client.models.list()
+            return proc, client, port
+        except openai.APIConnectionError:
+            if proc.poll() is not None:
+                raise RuntimeError("server died: " + proc.stdout.read())
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+@pytest.fixture(scope="module")
+def server(quick_backbone, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("adapters")
+    make_adapters(quick_backbone, folder)
+    proc, client, port = start(quick_backbone, folder)
+    yield client, folder, quick_backbone, port
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+
+
+def alone(base: Path, adapter: Path | None, prompt: str, max_tokens: int, temperature: float = 0.0,
+          seed: int | None = None) -> str:
+    model, tok = load_model(str(base)), load_tokenizer(str(base))
+    if adapter is not None:
+        tinylora.load(model, adapter)
+    seeds = [stream_key(seed, 0)] if temperature > 0 else None
+    g = generate_tokens(model, tok, [prompt], sampling=Sampling(temperature, 1.0, max_tokens), seeds=seeds)
+    return tok.batch_decode(g.new_ids, skip_special_tokens=True)[0]
+
+
+def test_a_mixed_batch_equals_each_adapter_alone(server):
+    client, folder, base, _ = server
+    names = ["skill0", "skill1", "skill2", base.name]
+    jobs = [(name, p, t, s) for name in names for p in PROMPTS[:2] for t, s in ((0.0, None), (1.0, 7))]
+
+    def ask(job):
+        name, prompt, temperature, seed = job
+        r = client.completions.create(model=name, prompt=prompt, max_tokens=24, temperature=temperature, seed=seed)
+        return r.choices[0].text
+
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:  # all at once: they share batches
+        got = list(pool.map(ask, jobs))
+    texts = set()
+    for (name, prompt, temperature, seed), text in zip(jobs, got):
+        path = None if name == base.name else folder / f"{name}.safetensors"
+        assert text == alone(base, path, prompt, 24, temperature, seed), (name, prompt, temperature)
+        texts.add(text)
+    assert len(texts) > 4  # not vacuous: the adapters really differ
+
+
+def test_models_refusals_and_new_files(server, tmp_path):
+    client, folder, base, _ = server
+    listed = {m.id for m in client.models.list().data}
+    assert {"skill0", "skill1", "skill2", base.name} <= listed
+    (folder / "corrupt.safetensors").write_bytes(b"\x00" * 64)
+    odd = load_model(str(base))
+    with torch.no_grad():  # another base: the same network with one adapted weight changed
+        odd.model.layers[0].self_attn.q_proj.weight.add_(0.5)
+    tinylora.attach(odd, tinylora.TinyLoRAConfig(u=13, tying="all"))
+    tinylora.save(odd, folder / "otherbase.safetensors")
+    shutil.copy(folder / "skill0.safetensors", folder / "copied.safetensors")
+    time.sleep(1.5)  # the folder is rescanned at most once a second
+    listed = {m.id for m in client.models.list().data}
+    assert "copied" in listed and "corrupt" not in listed and "otherbase" not in listed
+    assert client.completions.create(model="copied", prompt=PROMPTS[0], max_tokens=8, temperature=0).choices[0].text \
+        == client.completions.create(model="skill0", prompt=PROMPTS[0], max_tokens=8, temperature=0).choices[0].text
+    with pytest.raises(openai.NotFoundError, match="skill1"):  # the known names are listed
+        client.completions.create(model="corrupt", prompt=PROMPTS[0], max_tokens=4)
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):
+        client.completions.create(model="skill0", prompt=PROMPTS[0], max_tokens=0)
+
+
+def test_streaming_equals_non_streaming_and_stop(server):
+    client, _, _, _ = server
+    kw = dict(model="skill1", prompt=PROMPTS[0], max_tokens=30, temperature=1.0, seed=3)
+    whole = client.completions.create(**kw).choices[0]
+    parts = list(client.completions.create(stream=True, **kw))
+    assert "".join(p.choices[0].text for p in parts) == whole.text and len(parts) > 2
+    assert parts[-1].choices[0].finish_reason == whole.finish_reason
+    if len(whole.text) > 3:  # stop at the text's 3rd character: the answer ends just before it
+        cut = client.completions.create(stop=[whole.text[2:4]], **kw).choices[0]
+        assert whole.text.startswith(cut.text) and cut.finish_reason == "stop"
+    n2 = client.completions.create(n=2, **kw)
+    assert n2.choices[0].text == whole.text and len(n2.choices) == 2  # sample 0 of seed S is the n=1 answer
+
+
+def test_full_queue_is_429_and_sigterm_exits_0(quick_backbone, tmp_path):
+    folder = tmp_path / "a"
+    make_adapters(quick_backbone, folder, 1)
+    proc, client, _ = start(quick_backbone, folder, "--max-batch", "1", "--max-queue", "0")
+
+    def ask(_):
+        try:
+            client.completions.create(model="skill0", prompt=PROMPTS[0], max_tokens=200, temperature=1.0, seed=1)
+            return 200
+        except openai.RateLimitError as e:
+            assert e.response.headers.get("retry-after") == "1"
+            return 429
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        codes = list(pool.map(ask, range(6)))
+    assert 429 in codes and 200 in codes
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
