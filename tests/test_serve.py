@@ -21,7 +21,7 @@ from tinylora.generation import Sampling, generate_tokens
 from tinylora.loading import load_model, load_tokenizer
 from tinylora.seeding import stream_key
 
-openai = pytest.importorskip("openai")  # declared in the [test] extra
+import openai  # noqa: E402  (declared in the [test] extra)
 
 PROMPTS = ["Q: Tom has 7 apples and gets 5 more. How many?\nA:", "Q: 12 - 3 + 4 =\nA:", "Q: a b c\nA:"]
 
