@@ -50,16 +50,19 @@ def start(base: Path, adapters: Path, *extra: str):
                             text=True)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
     deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            client.models.list()
-            return proc, client, port
-        except openai.APIConnectionError:
-            if proc.poll() is not None:
-                raise RuntimeError("server died: " + proc.stdout.read())
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not start")
+    try:
+        while time.time() < deadline:
+            try:
+                client.models.list()
+                return proc, client, port
+            except openai.APIConnectionError:
+                if proc.poll() is not None:
+                    raise RuntimeError("server died: " + proc.stdout.read()) from None
+                time.sleep(0.2)
+        raise RuntimeError("server did not start")
+    except BaseException:
+        proc.kill()  # never leave a server behind
+        raise
 
 
 @pytest.fixture(scope="module")
