@@ -72,7 +72,10 @@ def server(quick_backbone, tmp_path_factory):
     proc, client, port = start(quick_backbone, folder)
     yield client, folder, quick_backbone, port
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def alone(base: Path, adapter: Path | None, prompt: str, max_tokens: int, temperature: float = 0.0,

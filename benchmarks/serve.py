@@ -1,0 +1,147 @@
+"""Serving many skills: throughput, latency and memory of ``tinylora serve`` with 1, 10, 100 and 1,000 distinct
+adapters spread over the requests of 64 concurrent clients (127.0.0.1 only; bounded in count and time).
+
+    python benchmarks/serve.py                          # toy backbone
+    python benchmarks/serve.py --arch smollm2           # SmolLM2-135M shape, random weights (slow on CPU)
+    python benchmarks/serve.py --adapters 1 1000 --requests 2
+
+For each adapter count K, K TinyLoRA adapters (13 random numbers each) are written to a folder, a
+server is started on it, and ``--clients`` threads each send ``--requests`` completions (greedy, at
+most ``--max-tokens`` tokens; rows stop at EOS, so tokens are counted from the answers' usage),
+request j of client c naming adapter (c·R + j) mod K. Reported: completion tokens/s over the wall time of the whole
+load, p50/p99 request latency, and the server's peak resident memory (VmHWM) — the goal of issue 16:
+1,000 adapters at ≥ 0.8× the throughput of 1, each extra adapter costing about its file size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_adapters(base: str, folder: Path, k: int) -> int:
+    import torch
+
+    import tinylora
+    from tinylora.loading import load_model
+
+    model = load_model(base)
+    tinylora.attach(model, tinylora.TinyLoRAConfig(u=13, tying="all"))
+    g = torch.Generator().manual_seed(0)
+    for i in range(k):
+        with torch.no_grad():
+            model.tinylora.v[0].copy_(0.2 * torch.randn(13, generator=g))
+        tinylora.save(model, folder / f"s{i}.safetensors")
+    return (folder / "s0.safetensors").stat().st_size
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def load_test(base: str, k: int, args) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        folder = Path(d)
+        file_bytes = write_adapters(base, folder, k)
+        port = free_port()
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        proc = subprocess.Popen([sys.executable, "-m", "tinylora", "serve", "--model", base, "--adapters", str(folder),
+                                 "--port", str(port), "--max-batch", str(args.clients)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}/v1"
+        try:
+            t_end = time.time() + 300
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/models", timeout=5) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.time() > t_end or proc.poll() is not None:
+                    raise RuntimeError("server did not start")
+                time.sleep(0.3)
+            idle_rss = peak_rss_mb(proc.pid)
+            prompts = ["Q: Tom has 7 apples and gets 5 more. How many?\nA:", "Q: 12 - 3 + 4 =\nA:"]
+
+            def client(c: int) -> list[tuple[float, int]]:
+                out = []
+                for j in range(args.requests):
+                    body = {"model": f"s{(c * args.requests + j) % k}", "prompt": prompts[(c + j) % 2],
+                            "max_tokens": args.max_tokens, "temperature": 0}
+                    req = urllib.request.Request(f"{url}/completions", data=json.dumps(body).encode(),
+                                                 headers={"Content-Type": "application/json"})
+                    t = time.perf_counter()
+                    with urllib.request.urlopen(req, timeout=args.timeout) as r:
+                        usage = json.loads(r.read())["usage"]
+                    out.append((time.perf_counter() - t, usage["completion_tokens"]))
+                return out
+
+            t0 = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
+                results = [x for part in pool.map(client, range(args.clients)) for x in part]
+            wall = time.perf_counter() - t0
+            rss = peak_rss_mb(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    lat = sorted(x[0] for x in results)
+    tokens = sum(x[1] for x in results)
+    return {"adapters": k, "requests": len(results), "tokens": tokens, "wall_s": wall, "tok_s": tokens / wall,
+            "p50_s": statistics.median(lat), "p99_s": lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+            "rss_idle_mb": idle_rss, "rss_peak_mb": rss, "adapter_file_bytes": file_bytes}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", choices=["toy"], default="toy")
+    ap.add_argument("--adapters", type=int, nargs="+", default=[1, 10, 100, 1000])
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--requests", type=int, default=4, help="per client")
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    rows = [load_test("toy", k, args) for k in args.adapters]
+    base = rows[0]
+    print(f"toy backbone, {args.clients} clients × {args.requests} requests, ≤{args.max_tokens} tokens greedy, "
+          f"{args.threads} threads")
+    print("| adapters | tokens/s | vs 1 adapter | p50 latency | p99 latency | peak RSS (MB) | RSS after load (MB) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['adapters']} | {r['tok_s']:.0f} | {r['tok_s'] / base['tok_s']:.2f}× | {r['p50_s']:.2f} s | "
+              f"{r['p99_s']:.2f} s | {r['rss_peak_mb']:.0f} | {r['rss_idle_mb']:.0f} |")
+    if len(rows) > 1:
+        last = rows[-1]
+        per = (last["rss_idle_mb"] - base["rss_idle_mb"]) * 1e6 / max(1, last["adapters"] - base["adapters"])
+        print(f"memory per extra adapter after load: {per:.0f} bytes (file: {base['adapter_file_bytes']} bytes)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
