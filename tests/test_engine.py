@@ -11,6 +11,7 @@ from tinylora.loading import load_model, load_tokenizer
 from tinylora.multi import adapter_table, per_row
 from tinylora.toy.tokenizer import char_tokenizer
 from conftest import ARCHS, make_model
+from test_grpo_train import tiny_run_setup  # noqa: F401  (fixture)
 
 PROMPTS = ["Q: 7 + 5 =", "Q: a", "Q: 12 - 3 + 4 = ?", "Q: hello there"]
 
@@ -82,3 +83,15 @@ def test_samples_of_one_prompt_on_different_adapters(quick_backbone):
     with per_row(model, adapter_table(model, values), rows):
         hf, ours = both(model, tok, PROMPTS, n=2, sampling=Sampling(1.0, 1.0, 30), seeds=list(range(8)))
     assert_same(hf, ours, tok)
+
+
+def test_a_training_run_is_the_same_on_either_engine(tiny_run_setup, tmp_path):
+    """GRPO through our engine and through HF generate: the same completions, the same adapter bytes."""
+    from test_grpo_train import cfg_for
+    from tinylora.trainers import make_trainer
+
+    for engine in ("hf", "tinylora"):
+        make_trainer(cfg_for(tiny_run_setup, steps=4, max_new_tokens=3, rollout_engine=engine,
+                             out_dir=str(tmp_path / engine)), progress=False).train()
+    assert (tmp_path / "hf" / "completions.jsonl").read_text() == (tmp_path / "tinylora" / "completions.jsonl").read_text()
+    assert (tmp_path / "hf" / "adapter.safetensors").read_bytes() == (tmp_path / "tinylora" / "adapter.safetensors").read_bytes()

@@ -101,7 +101,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         load(model, args.adapter)
     summary = evaluate(model, tokenizer, task, split=args.split, limit=args.limit, samples=args.samples,
                        temperature=args.temperature, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                       seed=args.seed, out_dir=args.out, model_name=args.model, adapter=args.adapter,
+                       seed=args.seed, out_dir=args.out, model_name=args.model, adapter=args.adapter, engine=args.engine,
                        progress=dist.is_main, dist=dist)
     if not dist.is_main:
         return 0
@@ -372,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "between 2× and 50× slower")
     s.add_argument("--no-cache", action="store_true", help="compute the SVD factors afresh instead of reading "
                    "the factor cache (same as TINYLORA_NO_CACHE=1; see tinylora cache info)")
+    s.add_argument("--engine", choices=["auto", "tinylora", "hf"], default="auto",
+                   help="decode loop: ours (tinylora; auto = ours for Llama/Qwen2/GPT-2/Mistral/Qwen3) or transformers "
+                        "generate (hf); both give the same tokens")
     s.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser(

@@ -109,8 +109,12 @@ def evaluate(
     model_name: str | None = None,
     adapter: str | None = None,
     dist=None,
+    engine: str = "auto",
 ) -> dict[str, Any]:
-    """Generate, score with ``task.score``, and summarise: accuracy (pass@1) with a 95% interval."""
+    """Generate, score with ``task.score``, and summarise: accuracy (pass@1) with a 95% interval.
+
+    ``engine`` picks the decode loop (:func:`tinylora.generation.generate_tokens`); the engines give
+    the same tokens, so it is not part of the evaluation's identity (a resumed evaluation may switch)."""
     from .distributed import Dist
 
     dist = dist or Dist()
@@ -162,7 +166,7 @@ def evaluate(
             # per-sample seeds from (seed, example position, sample): resumed or sharded, the same samples
             seeds = [stream_key(seed, position[e.id], s) for e in batch for s in range(samples)]
             outs = generate_texts(model, tokenizer, prompts, n=samples, temperature=temperature,
-                                  max_new_tokens=max_new_tokens, seeds=seeds)
+                                  max_new_tokens=max_new_tokens, seeds=seeds, engine=engine)
             for e, p, comps in zip(batch, prompts, outs):
                 comps = [task.truncate(c) for c in comps]
                 recs.append({"id": e.id, "prompt": p, "completions": comps, "extracted": [task.extract(c) for c in comps],

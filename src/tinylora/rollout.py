@@ -3,7 +3,7 @@
     backend.generate(prompts, n, sampling, seeds) -> Rollout   # token ids, texts, sampling log-probs
     backend.update(model)                                      # new adapter values (a no-op for HF)
 
-The Hugging Face backend runs ``model.generate`` on merged weights (no adapter overhead; the base
+The local backend runs our decode loop (or ``model.generate``) on merged weights (no adapter overhead; the base
 bytes are restored exactly afterwards). Every sample has its own seed — the trainer derives it from
 (run seed, step, prompt, sample) — and draws its tokens from its own generator, so a completion
 does not depend on what else is in the batch. Other engines (vLLM) implement the same two methods.
@@ -31,19 +31,22 @@ class RolloutBackend(Protocol):
     def update(self, model) -> None: ...
 
 
-class HFBackend:
-    """``transformers`` generate: left padding, KV cache, stop at EOS, merged weights."""
+class LocalBackend:
+    """Generation in this process on merged weights: our decode loop (``engine="tinylora"``, the
+    default for the architectures it knows) or ``transformers`` generate (``engine="hf"``); both give
+    the same tokens (tested). Left padding, KV cache, stop at EOS."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, engine: str = "auto"):
         self.model = model
         self.tokenizer = prepare_tokenizer(tokenizer)
+        self.engine = engine
 
     def update(self, model) -> None:
         self.model = model  # shares the trainer's model: nothing to copy
 
     def generate(self, prompts: list[str], n: int, sampling: Sampling, seeds: list[int]) -> Rollout:
         tok = self.tokenizer
-        g = generate_tokens(self.model, tok, prompts, n=n, sampling=sampling, seeds=seeds)
+        g = generate_tokens(self.model, tok, prompts, n=n, sampling=sampling, seeds=seeds, engine=self.engine)
         prompt_ids, completion_ids, logprobs = [], [], []
         for i, row in enumerate(g.new_ids.tolist()):
             cut = row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
@@ -52,3 +55,10 @@ class HFBackend:
             prompt_ids.append(g.prompt_ids[i][g.prompt_mask[i].bool()].tolist())
         texts = tok.batch_decode(completion_ids, skip_special_tokens=True)
         return Rollout(prompt_ids, completion_ids, texts, logprobs)
+
+
+class HFBackend(LocalBackend):
+    """``transformers`` generate (the reference the engine is tested against)."""
+
+    def __init__(self, model, tokenizer):
+        super().__init__(model, tokenizer, engine="hf")

@@ -29,7 +29,7 @@ from ..curves import sparkline, write_curves_png
 from ..evaluation import evaluate, versions
 from ..grpo import token_logprobs
 from ..model import attach, get_root, trainable_parameters, update_bytes
-from ..rollout import HFBackend, RolloutBackend
+from ..rollout import LocalBackend, RolloutBackend
 from ..seeding import stream_key
 from ..train_config import TrainConfig
 
@@ -102,7 +102,8 @@ class Trainer:
         attach(self.model, cfg.adapter_config())
         self.params = trainable_parameters(self.model)
         self.opt = torch.optim.AdamW(self.params, lr=cfg.learning_rate(), weight_decay=cfg.weight_decay)
-        self.backend = backend if backend is not None else HFBackend(self.model, self.tokenizer)
+        self.backend = (backend if backend is not None
+                        else LocalBackend(self.model, self.tokenizer, engine=cfg.rollout_engine))
         self.train_examples = self.task.load("train")
         if not self.train_examples:
             raise ValueError(f"task {self.task.name!r} has no training examples")
@@ -229,7 +230,7 @@ class Trainer:
             return evaluate(self.model, self.tokenizer, self.task, split=split or cfg.eval_split,
                             limit=cfg.eval_limit, batch_size=cfg.eval_batch_size, max_new_tokens=cfg.eval_max_new_tokens,
                             seed=cfg.seed, out_dir=self.out / name, progress=self.progress, model_name=cfg.model,
-                            dist=self.dist)
+                            dist=self.dist, engine=cfg.rollout_engine)
 
     def log(self, name: str, records: list[dict[str, Any]]) -> None:
         """Append JSON lines to a run file (rank 0 only)."""

@@ -128,7 +128,7 @@ class ESTrainer(Trainer):
             rows = torch.arange(k).repeat_interleave(len(prompts) * G)
             with per_row(self.model, adapter_table(self.model, chunk), rows):
                 g = generate_tokens(self.model, self.tokenizer, prompts * k, n=G, sampling=sampling,
-                                    seeds=seeds * k if seeds else None)
+                                    seeds=seeds * k if seeds else None, engine=cfg.rollout_engine)
             texts = self.tokenizer.batch_decode(g.new_ids, skip_special_tokens=True)
             out.append(torch.tensor(self.reward(texts, refs * k), dtype=torch.float64).view(k, -1))
         return torch.cat(out)
@@ -147,7 +147,7 @@ class ESTrainer(Trainer):
         texts = []
         for lo in range(0, len(prompts), cfg.eval_batch_size):
             texts += [c[0] for c in generate_texts(self.model, self.tokenizer, prompts[lo:lo + cfg.eval_batch_size],
-                                                   max_new_tokens=cfg.eval_max_new_tokens)]
+                                                   max_new_tokens=cfg.eval_max_new_tokens, engine=cfg.rollout_engine)]
         scores = [task.score(task.truncate(c), e.answer) for c, e in zip(texts, self.eval_examples)]
         return sum(scores) / len(scores)
 
