@@ -316,6 +316,18 @@ def _toy_sizes() -> dict:
     return SIZES
 
 
+def _add_threads(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--threads", type=int, metavar="N", help="torch threads for this process (default: torch's, one "
+                   "per core; with --nproc, the cores divided by the ranks). Idle threads sleep rather than spin "
+                   "(OMP_WAIT_POLICY=PASSIVE unless you set a policy), which keeps other busy processes from "
+                   "multiplying run times (BENCHMARKS.md, Contention)")
+
+
+def _add_no_cache(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--no-cache", action="store_true", help="compute the SVD factors afresh instead of reading "
+                   "the factor cache (same as TINYLORA_NO_CACHE=1; see tinylora cache info)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tinylora",
@@ -338,8 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "LoRA servers; merged: save_pretrained of W + ΔW")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="dtype to load the base in")
-    s.add_argument("--no-cache", action="store_true", help="compute the SVD factors afresh instead of reading "
-                   "the factor cache (same as TINYLORA_NO_CACHE=1; see tinylora cache info)")
+    _add_no_cache(s)
     s.set_defaults(func=_cmd_export)
 
     from . import tasks
@@ -366,12 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "each rank takes its share of the examples")
     s.add_argument("--nproc", type=int, metavar="N", help="split the examples over N processes on this machine "
                                                            "(runs the same command under torchrun)")
-    s.add_argument("--threads", type=int, metavar="N", help="torch threads for this process (default: torch's, one "
-                   "per core; with --nproc, the cores divided by the ranks). Idle threads sleep rather than spin "
-                   "(OMP_WAIT_POLICY=PASSIVE unless you set a policy): under CPU contention this is the difference "
-                   "between 2× and 50× slower")
-    s.add_argument("--no-cache", action="store_true", help="compute the SVD factors afresh instead of reading "
-                   "the factor cache (same as TINYLORA_NO_CACHE=1; see tinylora cache info)")
+    _add_threads(s)
+    _add_no_cache(s)
     s.add_argument("--engine", choices=["auto", "tinylora", "hf"], default="auto",
                    help="decode loop: ours (tinylora; auto = ours for Llama/Qwen2/GPT-2/Mistral/Qwen3) or transformers "
                         "generate (hf); both give the same tokens")
@@ -400,12 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "call torchrun yourself")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. steps=100 lr=0.01 adapter.u=4")
-    s.add_argument("--threads", type=int, metavar="N", help="torch threads for this process (default: torch's, one "
-                   "per core; with --nproc, the cores divided by the ranks). Idle threads sleep rather than spin "
-                   "(OMP_WAIT_POLICY=PASSIVE unless you set a policy): under CPU contention this is the difference "
-                   "between 2× and 50× slower")
-    s.add_argument("--no-cache", action="store_true", help="compute the SVD factors afresh instead of reading "
-                   "the factor cache (same as TINYLORA_NO_CACHE=1; see tinylora cache info)")
+    _add_threads(s)
+    _add_no_cache(s)
     s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser(
@@ -419,12 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="override the sweep's out_dir")
     s.add_argument("--shard", metavar="I/N", help="run only points k with k %% N == I (start N processes for N shards)")
     s.add_argument("--report-only", action="store_true", help="rebuild the table and report from finished points")
-    s.add_argument("--threads", type=int, metavar="N", help="torch threads for this process (default: torch's, one "
-                   "per core; with --nproc, the cores divided by the ranks). Idle threads sleep rather than spin "
-                   "(OMP_WAIT_POLICY=PASSIVE unless you set a policy): under CPU contention this is the difference "
-                   "between 2× and 50× slower")
-    s.add_argument("--no-cache", action="store_true", help="compute the SVD factors afresh instead of reading "
-                   "the factor cache (same as TINYLORA_NO_CACHE=1; see tinylora cache info)")
+    _add_threads(s)
+    _add_no_cache(s)
     s.set_defaults(func=_cmd_sweep)
 
     s = sub.add_parser(
@@ -443,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-batch", type=int, default=64, help="rows decoded together")
     s.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond the batch; more get HTTP 429")
     s.add_argument("--timeout", type=float, default=600.0, help="per-request limit in seconds (HTTP 504 past it)")
-    s.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's)")
+    _add_threads(s)
     s.set_defaults(func=_cmd_serve)
 
     s = sub.add_parser("cache", help="the SVD factor cache: where it is and how big (info), or empty it (clear)",

@@ -17,6 +17,15 @@ from .trainers import ALGOS
 DEFAULT_LR = {"tinylora": 1e-2, "lora_xs": 1e-3, "lora": 1e-4, "full": 1e-5}
 
 
+def _from_known_keys(cls, data: dict[str, Any], what: str):
+    """``cls(**data)``, refusing keys the dataclass does not have (one line naming them and the known ones)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; known: {sorted(known)}")
+    return cls(**data)
+
+
 @dataclass
 class ESConfig:
     """Evolution strategies (``algo: es``): search the adapter's few numbers directly on the reward."""
@@ -57,11 +66,7 @@ class ESConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ESConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown es key(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return _from_known_keys(cls, data, "es key")
 
 
 @dataclass
@@ -199,11 +204,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return _from_known_keys(cls, data, "config key")
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> TrainConfig:
