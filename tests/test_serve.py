@@ -48,7 +48,8 @@ def start(base: Path, adapters: Path, *extra: str):
     proc = subprocess.Popen([sys.executable, "-m", "tinylora", "serve", "--model", str(base), "--adapters", str(adapters),
                              "--port", str(port), *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+    key = extra[extra.index("--api-key") + 1] if "--api-key" in extra else "unused"
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=120)
     deadline = time.time() + 120
     try:
         while time.time() < deadline:
@@ -65,8 +66,24 @@ def start(base: Path, adapters: Path, *extra: str):
         raise
 
 
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}assistant:{% endif %}")
+
+
 @pytest.fixture(scope="module")
-def server(quick_backbone, tmp_path_factory):
+def templated_base(quick_backbone, tmp_path_factory):
+    """The quick backbone with a chat template on its tokenizer (the toy tokenizer has none)."""
+    path = tmp_path_factory.mktemp("base") / "model"
+    shutil.copytree(quick_backbone, path)
+    tok = load_tokenizer(str(path))
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(templated_base, tmp_path_factory):
+    quick_backbone = templated_base
     folder = tmp_path_factory.mktemp("adapters")
     make_adapters(quick_backbone, folder)
     proc, client, port = start(quick_backbone, folder)
@@ -128,6 +145,19 @@ def test_models_refusals_and_new_files(server, tmp_path):
         client.completions.create(model="corrupt", prompt=PROMPTS[0], max_tokens=4)
     with pytest.raises(openai.BadRequestError, match="max_tokens"):
         client.completions.create(model="skill0", prompt=PROMPTS[0], max_tokens=0)
+    with pytest.raises(openai.NotFoundError):  # names are file stems, never paths
+        client.completions.create(model="../adapters/skill0", prompt=PROMPTS[0], max_tokens=4)
+
+
+def test_chat_uses_the_tokenizers_template(server):
+    client, folder, base, _ = server
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "12 - 3 + 4 ="}]
+    got = client.chat.completions.create(model="skill2", messages=messages, max_tokens=20, temperature=0)
+    prompt = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+    assert got.choices[0].message.content == alone(base, folder / "skill2.safetensors", prompt, 20)
+    parts = list(client.chat.completions.create(model="skill2", messages=messages, max_tokens=20, temperature=0,
+                                                stream=True))
+    assert "".join(p.choices[0].delta.content or "" for p in parts) == got.choices[0].message.content
 
 
 def test_streaming_equals_non_streaming_and_stop(server):
@@ -147,7 +177,9 @@ def test_streaming_equals_non_streaming_and_stop(server):
 def test_full_queue_is_429_and_sigterm_exits_0(quick_backbone, tmp_path):
     folder = tmp_path / "a"
     make_adapters(quick_backbone, folder, 1)
-    proc, client, _ = start(quick_backbone, folder, "--max-batch", "1", "--max-queue", "0")
+    proc, client, port = start(quick_backbone, folder, "--max-batch", "1", "--max-queue", "0", "--api-key", "k3y")
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0).models.list()
 
     def ask(_):
         try:
