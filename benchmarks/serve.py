@@ -2,7 +2,7 @@
 adapters spread over the requests of 64 concurrent clients (127.0.0.1 only; bounded in count and time).
 
     python benchmarks/serve.py                          # toy backbone
-    python benchmarks/serve.py --arch smollm2           # SmolLM2-135M shape, random weights (slow on CPU)
+    python benchmarks/serve.py --arch smollm2 --adapters 1 1000 --requests 1 --max-tokens 16   # SmolLM2-135M shape
     python benchmarks/serve.py --adapters 1 1000 --requests 2
 
 For each adapter count K, K TinyLoRA adapters (13 random numbers each) are written to a folder, a
@@ -50,6 +50,21 @@ def write_adapters(base: str, folder: Path, k: int) -> int:
             model.tinylora.v[0].copy_(0.2 * torch.randn(13, generator=g))
         tinylora.save(model, folder / f"s{i}.safetensors")
     return (folder / "s0.safetensors").stat().st_size
+
+
+def smollm2_shape(path: Path) -> None:
+    """Random weights of SmolLM2-135M's shape with the toy tokenizer (ids fit its vocabulary)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from tinylora.loading import load_tokenizer
+
+    tok = load_tokenizer("toy")
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+                      tie_word_embeddings=False, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -117,7 +132,7 @@ def load_test(base: str, k: int, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", choices=["toy"], default="toy")
+    ap.add_argument("--arch", choices=["toy", "smollm2"], default="toy")
     ap.add_argument("--adapters", type=int, nargs="+", default=[1, 10, 100, 1000])
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--requests", type=int, default=4, help="per client")
@@ -126,9 +141,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
     args = ap.parse_args()
-    rows = [load_test("toy", k, args) for k in args.adapters]
+    with tempfile.TemporaryDirectory() as d:
+        base_path = "toy"
+        if args.arch == "smollm2":
+            base_path = str(Path(d) / "smollm2")
+            smollm2_shape(Path(base_path))
+        rows = [load_test(base_path, k, args) for k in args.adapters]
     base = rows[0]
-    print(f"toy backbone, {args.clients} clients × {args.requests} requests, ≤{args.max_tokens} tokens greedy, "
+    print(f"{args.arch} backbone, {args.clients} clients × {args.requests} requests, ≤{args.max_tokens} tokens greedy, "
           f"{args.threads} threads")
     print("| adapters | tokens/s | vs 1 adapter | p50 latency | p99 latency | peak RSS (MB) | RSS after load (MB) |")
     print("|---|---|---|---|---|---|---|")
