@@ -227,9 +227,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = train_config_from_args(args)
     threads = set_threads(args.threads)
-    samples = (f" × {cfg.group_size} samples" if cfg.algo == "grpo" or cfg.sft_source == "rejection"
-               else " (reference solutions)")
     trainer = make_trainer(cfg)
+    if cfg.algo == "es":
+        es = cfg.es_config()
+        samples = (f" × {trainer.members} members ({es.method}, σ {es.sigma:g}, "
+                   + (f"{es.samples} samples per prompt)" if es.samples else "greedy)"))
+    elif cfg.algo == "grpo" or cfg.sft_source == "rejection":
+        samples = f" × {cfg.group_size} samples"
+    else:
+        samples = " (reference solutions)"
     dist = trainer.dist
     if dist.is_main:
         ranks = f" on {dist.world} ranks ({dist.device.type})" if dist.active else f" on {dist.device}"
