@@ -228,6 +228,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = train_config_from_args(args)
     threads = set_threads(args.threads)
     trainer = make_trainer(cfg)
+    cma = cfg.algo == "es" and cfg.es_config().method == "cma"  # CMA-ES sets its own steps: no lr
+    lr = "" if cma else f", lr {cfg.learning_rate():g}"
     if cfg.algo == "es":
         es = cfg.es_config()
         samples = (f" × {trainer.members} members ({es.method}, σ {es.sigma:g}, "
@@ -240,7 +242,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if dist.is_main:
         ranks = f" on {dist.world} ranks ({dist.device.type})" if dist.active else f" on {dist.device}"
         print(f"tinylora train: {cfg.algo} on {cfg.task} with {cfg.model}, adapter {cfg.adapter}, "
-              f"{cfg.steps} steps × {cfg.prompts_per_step} prompts{samples}, lr {cfg.learning_rate():g}{ranks}, "
+              f"{cfg.steps} steps × {cfg.prompts_per_step} prompts{samples}{lr}{ranks}, "
               f"{threads} thread{'s' if threads > 1 else ''}{' per rank' if dist.active else ''}; "
               f"run directory {cfg.out_dir}", flush=True)
     try:
