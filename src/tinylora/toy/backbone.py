@@ -11,7 +11,7 @@ questions and instructions are context).
 Why documents and instructions (measured, BENCHMARKS.md): on the same 1M network, a corpus of
 single problems with the style drawn per problem gives a backbone whose style 13 tied parameters
 cannot move without breaking the arithmetic; with instruction-opened documents the same probe
-moves it from P = 0.42 to 0.95 and GRPO with 13 parameters lifts greedy accuracy from 11% to 65%.
+moves it from P = 0.42 to 0.95 and GRPO with 13 parameters lifts greedy accuracy from 11% to 79.5%.
 """
 
 from __future__ import annotations
