@@ -102,7 +102,7 @@ def plot(records: list[dict], path: Path) -> None:
             if "kept" in r:
                 ax.plot([xs[-1]], [100 * r["kept"]], marker="*", ms=10, color=colors.get(r["algo"]))
         ax.set_title(f"{n} trained parameters")
-        ax.set_xlabel("training time (min, 2 CPU cores)")
+        ax.set_xlabel("training time (min; --threads, shared machine)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("greedy accuracy, 200 held-out (%)")
