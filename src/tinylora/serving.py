@@ -51,6 +51,7 @@ class Registry:
         self.folder = Path(folder)
         self.rescan_s = rescan_s
         self.names: list[str] = []
+        self._index: dict[str, int] = {}  # name → position in names (O(1) per request with 1,000s of skills)
         self.values: list[torch.Tensor] = []
         self.refused: dict[str, str] = {}  # file name → reason
         self._seen: dict[str, float] = {}  # file name → mtime when last looked at
@@ -62,10 +63,9 @@ class Registry:
 
     def index(self, name: str) -> int:
         self.scan()
-        try:
-            return self.names.index(name)
-        except ValueError:
-            raise UnknownModel(name) from None
+        if name not in self._index:
+            raise UnknownModel(name)
+        return self._index[name]
 
     def scan(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -82,7 +82,7 @@ class Registry:
                 mtime = path.stat().st_mtime
             except OSError:
                 continue
-            if self._seen.get(path.name) == mtime or stem in self.names:
+            if self._seen.get(path.name) == mtime or stem in self._index:
                 continue
             self._seen[path.name] = mtime
             if not stem.replace("-", "").replace("_", "").replace(".", "").isalnum():
@@ -94,6 +94,7 @@ class Registry:
                 if not attached_before:
                     log.info("serving the parameterization of %s: %s", path.name, self.model.tinylora.config)
                 self.values.append(flat_values(self.model))
+                self._index[stem] = len(self.names)
                 self.names.append(stem)
                 self.refused.pop(path.name, None)
                 self.version += 1
