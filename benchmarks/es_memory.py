@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tinylora.synthetic import save_smollm2_shape
+
 CHILD = r'''
 import json, resource, sys, tempfile
 import torch
@@ -49,20 +51,6 @@ print(json.dumps({"kind": kind, "loaded_mb": loaded, "peak_mb": rss_mb()}))
 '''
 
 
-def make_model(path: Path) -> None:
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from tinylora.loading import load_tokenizer
-
-    tok = load_tokenizer("toy")
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
-                      tie_word_embeddings=False, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
-                      pad_token_id=tok.pad_token_id)
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--members", type=int, default=16)
@@ -71,7 +59,7 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        make_model(Path(d) / "m")
+        save_smollm2_shape(Path(d) / "m")
         rows = []
         for kind in ("generate", "es", "grpo"):
             r = subprocess.run([sys.executable, "-c", CHILD, kind, str(Path(d) / "m"), str(args.members),

@@ -38,14 +38,11 @@ def build(arch: str):
         from tinylora.loading import load_model
 
         return load_model("toy")
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import AutoModelForCausalLM
 
-    from tinylora.synthetic import with_spectrum
+    from tinylora.synthetic import smollm2_135m_config, with_spectrum
 
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
-                      tie_word_embeddings=True)  # SmolLM2-135M
-    model = AutoModelForCausalLM.from_config(cfg).eval()
+    model = AutoModelForCausalLM.from_config(smollm2_135m_config()).eval()
     with_spectrum(model, seed=0)
     return model
 

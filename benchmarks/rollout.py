@@ -44,13 +44,12 @@ def toy_case():
 
 
 def smollm2_case():
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import AutoModelForCausalLM
 
+    from tinylora.synthetic import smollm2_135m_config
     from tinylora.toy.tokenizer import char_tokenizer
 
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
-                      tie_word_embeddings=True, eos_token_id=2, bos_token_id=1, pad_token_id=0)
+    cfg = smollm2_135m_config(eos_token_id=2, bos_token_id=1, pad_token_id=0)  # SmolLM2-135M
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg).eval()
     tok = char_tokenizer("abcdefghijklmnopqrstuvwxyz ")  # ids < 49,152: any tokenizer feeds the shape

@@ -52,21 +52,6 @@ def write_adapters(base: str, folder: Path, k: int) -> int:
     return (folder / "s0.safetensors").stat().st_size
 
 
-def smollm2_shape(path: Path) -> None:
-    """Random weights of SmolLM2-135M's shape with the toy tokenizer (ids fit its vocabulary)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from tinylora.loading import load_tokenizer
-
-    tok = load_tokenizer("toy")
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
-                      tie_word_embeddings=False, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
-                      pad_token_id=tok.pad_token_id)
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-
-
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -144,8 +129,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         base_path = "toy"
         if args.arch == "smollm2":
+            from tinylora.synthetic import save_smollm2_shape
+
             base_path = str(Path(d) / "smollm2")
-            smollm2_shape(Path(base_path))
+            save_smollm2_shape(Path(base_path))
         rows = [load_test(base_path, k, args) for k in args.adapters]
     base = rows[0]
     print(f"{args.arch} backbone, {args.clients} clients × {args.requests} requests, ≤{args.max_tokens} tokens greedy, "

@@ -123,6 +123,7 @@ class Request:
     sent: int = 0  # characters of text already emitted
     finish_reason: str | None = None
     cancelled: bool = False
+    key: tuple[torch.Tensor, torch.Tensor] | None = None  # the seed's stream key halves (set at the first sample)
     created: float = field(default_factory=time.monotonic)
 
     def cancel(self) -> None:
@@ -293,8 +294,9 @@ class Scheduler:
             if r.temperature <= 0:
                 tok = int(lg.argmax(-1))
             else:
-                hi, lo = key_halves([r.seed])
-                t, _ = sample_tokens(lg, hi, lo, len(r.tokens), Sampling(r.temperature, r.top_p, r.max_tokens))
+                if r.key is None:  # the row's stream key, once per request rather than per token
+                    r.key = key_halves([r.seed])
+                t, _ = sample_tokens(lg, *r.key, len(r.tokens), Sampling(r.temperature, r.top_p, r.max_tokens))
                 tok = int(t)
             toks.append(tok)
             r.tokens.append(tok)

@@ -47,6 +47,31 @@ def qwen25_05b_config():
                           tie_word_embeddings=True, rope_theta=1000000.0, rms_norm_eps=1e-6)
 
 
+def smollm2_135m_config(**overrides):
+    """SmolLM2-135M(-Instruct)'s exact shapes (30 layers, 576 wide, vocabulary 49,152)."""
+    import transformers as tf
+
+    cfg = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+               num_key_value_heads=3, max_position_embeddings=2048, tie_word_embeddings=True)
+    cfg.update(overrides)
+    return tf.LlamaConfig(**cfg)
+
+
+def save_smollm2_shape(path, seed: int = 0) -> None:
+    """Random weights of SmolLM2-135M's shape saved with the toy tokenizer (its ids fit the vocabulary):
+    a real-size model a benchmark can load, serve or train by path, offline."""
+    from transformers import AutoModelForCausalLM
+
+    from .loading import load_tokenizer
+
+    tok = load_tokenizer("toy")
+    torch.manual_seed(seed)
+    cfg = smollm2_135m_config(tie_word_embeddings=False, eos_token_id=tok.eos_token_id,
+                              bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+
+
 @torch.no_grad()
 def with_spectrum(model: nn.Module, seed: int = 0, spikes: tuple[float, ...] = SPIKES) -> nn.Module:
     """Add decaying rank-one spikes to every Linear/Conv1D weight (in place)."""
