@@ -278,7 +278,8 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     i = factor_cache.clear() if args.action == "clear" else factor_cache.info()
     state = "" if i["enabled"] else " (disabled: TINYLORA_NO_CACHE is set)"
     verb = "removed" if args.action == "clear" else "holds"
-    print(f"{i['path']}{state}: {verb} {i['files']} files, {i['bytes'] / 1e6:.1f} MB")
+    parts = ", ".join(f"{k} {b / 1e6:.1f} MB" for k, b in i["kinds"].items())
+    print(f"{i['path']}{state}: {verb} {i['files']} files, {i['bytes'] / 1e6:.1f} MB" + (f" ({parts})" if parts else ""))
     return 0
 
 
@@ -331,9 +332,14 @@ def _add_threads(s: argparse.ArgumentParser) -> None:
                    "multiplying run times (BENCHMARKS.md, Contention)")
 
 
+MODEL_HELP = ("Hugging Face id, local folder, a .gguf file (dequantised once, then read from the cache), "
+              "'toy' (the shipped backbone) or 'smollm2-135m'")
+
+
 def _add_no_cache(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--no-cache", action="store_true", help="compute the SVD factors afresh instead of reading "
-                   "the factor cache (same as TINYLORA_NO_CACHE=1; see tinylora cache info)")
+    s.add_argument("--no-cache", action="store_true", help="compute the SVD factors (and a GGUF model's "
+                   "dequantised weights) afresh instead of reading the cache (same as TINYLORA_NO_CACHE=1; see "
+                   "tinylora cache info)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -351,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_inspect)
 
     s = sub.add_parser("export", help="export an adapter to PEFT TinyLoRA / PEFT LoRA / a merged HF model")
-    s.add_argument("--model", required=True, help="base model: Hugging Face id or local folder")
+    s.add_argument("--model", required=True, help="base model: " + MODEL_HELP)
     s.add_argument("--adapter", required=True, help="adapter .safetensors file trained on that base")
     s.add_argument("--format", required=True, choices=["peft-tinylora", "peft-lora", "merged"],
                    help="peft-tinylora: peft.PeftModel loads it; peft-lora: exact rank-r LoRA for vLLM and "
@@ -366,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("eval", help="evaluate a model (optionally with an adapter) on a task",
                        description="Batched generation, scored by the task's own checker; greedy pass@1 by default, "
                                    "sampled pass@k with --samples K --temperature T. Resumable with --out.")
-    s.add_argument("--model", required=True, help="Hugging Face id, local folder, or 'toy' (the shipped backbone)")
+    s.add_argument("--model", required=True, help=MODEL_HELP)
     s.add_argument("--task", required=True, help=f"one of {tasks.names()}")
     s.add_argument("--adapter", help="adapter .safetensors file to load into the model")
     s.add_argument("--split", default="test")
@@ -404,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="YAML config (configs/toy-grpo.yaml is the default run)")
     s.add_argument("--algo", choices=["grpo", "sft", "es"], help="shorthand for the override algo=… (es: evolution "
                                                                 "strategies, es.method=openai|cma)")
-    s.add_argument("--model", help="shorthand for model=… (Hugging Face id, local folder, or 'toy')")
+    s.add_argument("--model", help="shorthand for model=… (" + MODEL_HELP + ")")
     s.add_argument("--task", help="shorthand for task=…")
     s.add_argument("--out", help="shorthand for out_dir=… (the run directory)")
     s.add_argument("--device", choices=["cpu", "cuda", "auto"],
@@ -453,10 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(s)
     s.set_defaults(func=_cmd_serve)
 
-    s = sub.add_parser("cache", help="the SVD factor cache: where it is and how big (info), or empty it (clear)",
+    s = sub.add_parser("cache", help="the SVD factor and GGUF cache: where it is and how big (info), or empty it (clear)",
                        description="Attach stores each adapted weight's top-r SVD factors under a key made of the "
                                    "weight's exact bytes, so attaching to the same base again reads them instead of "
-                                   "recomputing them. Location: $TINYLORA_CACHE_DIR, else $XDG_CACHE_HOME/tinylora, "
+                                   "recomputing them; a GGUF model is dequantised once into a safetensors folder "
+                                   "keyed by the file's bytes. Location: $TINYLORA_CACHE_DIR, else $XDG_CACHE_HOME/tinylora, "
                                    "else ~/.cache/tinylora; TINYLORA_NO_CACHE=1 or --no-cache turns it off.")
     s.add_argument("action", choices=["info", "clear"])
     s.set_defaults(func=_cmd_cache)

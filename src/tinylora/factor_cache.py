@@ -9,7 +9,8 @@ factors. On a hit the factors are still checked against the actual weight, cheap
 SVD left it; a file that fails the check, or cannot be read, is reported, ignored and rewritten.
 
 Where: ``$TINYLORA_CACHE_DIR``, else ``$XDG_CACHE_HOME/tinylora``, else ``~/.cache/tinylora``;
-``TINYLORA_NO_CACHE=1`` (or ``--no-cache`` on the command line) turns it off. ``tinylora cache
+``TINYLORA_NO_CACHE=1`` (or ``--no-cache`` on the command line) turns it off. The same folder holds
+dequantised GGUF models (``gguf/``, see :mod:`tinylora.gguf_cache`). ``tinylora cache
 info`` / ``tinylora cache clear`` show and empty it.
 """
 
@@ -100,7 +101,12 @@ def cached_top_r(W: torch.Tensor, r: int, *, method: str = "auto", use_cache: bo
 def info() -> dict:
     root = cache_dir()
     files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
-    return {"path": str(root), "enabled": enabled(), "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+    kinds: dict[str, int] = {}  # bytes per top folder: factors (SVD), gguf (dequantised models)
+    for p in files:
+        k = p.relative_to(root).parts[0]
+        kinds[k] = kinds.get(k, 0) + p.stat().st_size
+    return {"path": str(root), "enabled": enabled(), "files": len(files),
+            "bytes": sum(kinds.values()), "kinds": dict(sorted(kinds.items()))}
 
 
 def clear() -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -22,20 +24,37 @@ def _smollm2_folder() -> str:
 
 
 def resolve(name_or_path: str) -> tuple[str, dict]:
-    """Short names (``toy``: the shipped backbone; ``smollm2-135m``) to a folder and loading kwargs."""
+    """Short names (``toy``: the shipped backbone; ``smollm2-135m``) and GGUF files (``path/model.gguf``)
+    to a folder and loading kwargs."""
     if name_or_path == "toy":
         from .toy.backbone import shipped_path
 
         return str(shipped_path()), {}
     if name_or_path == "smollm2-135m":
         return _smollm2_folder(), {"gguf_file": SMOLLM2_GGUF}
+    if name_or_path.endswith(".gguf") and os.path.isfile(name_or_path):
+        folder, name = os.path.split(os.path.abspath(name_or_path))
+        return folder, {"gguf_file": name}
     return name_or_path, {}
+
+
+def _source(name_or_path: str) -> tuple[str, dict]:
+    """:func:`resolve`, with a GGUF file replaced by its dequantised copy in the cache (see gguf_cache)."""
+    path, kw = resolve(name_or_path)
+    if kw.get("gguf_file"):
+        from . import factor_cache, gguf_cache
+
+        if factor_cache.enabled():
+            cached = gguf_cache.hf_folder(path, kw["gguf_file"])
+            if cached:
+                return cached, {}
+    return path, kw
 
 
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
-    path, kw = resolve(name_or_path)
+    path, kw = _source(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(path, **kw)
     except OSError as e:
@@ -46,9 +65,9 @@ def load_model(name_or_path: str, dtype: str = "fp32", device: str = "cpu"):
     """``AutoModelForCausalLM.from_pretrained`` in eval mode; a local folder never touches the hub."""
     from transformers import AutoModelForCausalLM
 
-    path, kw = resolve(name_or_path)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    path, kw = _source(name_or_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], **kw)
     except OSError as e:
