@@ -7,7 +7,10 @@ model with random weights, saved locally first (no hub). Fits in five minutes on
 Prints (and writes to --out, default $OUT or .) one JSON record: attach time (the SVDs), rollout
 tokens/s, step time, peak GPU memory, and whether the base weights came back bit for bit. A random
 model's rewards are all 0, so GRPO's loss is skipped; ``--check-grad`` adds one SFT step so the
-backward pass and the optimizer run on the device too.
+backward pass and the optimizer run on the device too. ``engines`` compares the three decode loops
+on one rollout (16 prompts × 4 samples, T = 1, ``--engine-tokens`` new tokens): tokens/s of HF
+``generate``, ours (compacting) and ours with static shapes (a CUDA graph on CUDA; the second call
+is timed, after the capture), and whether all three gave the same tokens.
 """
 
 from __future__ import annotations
@@ -42,6 +45,32 @@ def build(path: Path, shape: dict, dtype) -> None:
     tok.save_pretrained(path)
 
 
+def compare_engines(tr, max_new: int, cuda: bool) -> dict:
+    """One rollout through each decode loop: tokens/s and whether the tokens agree."""
+    import torch
+
+    from tinylora.generation import Sampling, generate_tokens
+
+    prompts = [tr.task.prompt(e, tr.tokenizer) for e in tr.train_examples[:16]]
+    seeds = list(range(len(prompts) * 4))
+    sampling = Sampling(1.0, 1.0, max_new)
+    out, ref = {}, None
+    for engine in ("hf", "tinylora", "static"):
+        for _ in range(2):  # the first call warms up (and captures the CUDA graph for static)
+            if cuda:
+                torch.cuda.synchronize()
+            t = time.time()
+            with tr.autocast():
+                g = generate_tokens(tr.model, tr.tokenizer, prompts, n=4, sampling=sampling, seeds=seeds, engine=engine)
+            if cuda:
+                torch.cuda.synchronize()
+            dt = time.time() - t
+        ref = g.new_ids if ref is None else ref
+        same = g.new_ids.shape == ref.shape and bool(torch.equal(g.new_ids.cpu(), ref.cpu()))
+        out[engine] = {"seconds": round(dt, 3), "tokens_per_s": round(g.new_ids.numel() / dt, 1), "same_as_hf": same}
+    return out
+
+
 def main() -> None:
     import torch
 
@@ -56,6 +85,7 @@ def main() -> None:
     p.add_argument("--max-new", type=int, default=256)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--check-grad", action="store_true", help="also one SFT step (backward + optimizer on device)")
+    p.add_argument("--engine-tokens", type=int, default=64, help="new tokens in the engine comparison (0: skip it)")
     p.add_argument("--out", default=os.environ.get("OUT", "."))
     a = p.parse_args()
     cuda = a.device.startswith("cuda")
@@ -98,6 +128,8 @@ def main() -> None:
             loss.backward()
             rec["sft_grad_norm"] = tr.optimizer_step(0)
             rec["sft_step_s"] = round(time.time() - t, 3)
+        if a.engine_tokens:
+            rec["engines"] = compare_engines(tr, a.engine_tokens, cuda)
         if cuda:
             rec["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         rec["base_bit_identical"] = all(torch.equal(p, base[n]) for n, p in tr.model.named_parameters()

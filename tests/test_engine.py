@@ -16,9 +16,12 @@ from test_grpo_train import tiny_run_setup  # noqa: F401  (fixture)
 PROMPTS = ["Q: 7 + 5 =", "Q: a", "Q: 12 - 3 + 4 = ?", "Q: hello there"]
 
 
-def both(model, tok, prompts, **kw):
+OURS = ["tinylora", "static"]  # the compacting loop and the static-shape one (CUDA graphs on a GPU)
+
+
+def both(model, tok, prompts, ours_engine="tinylora", **kw):
     hf = generate_tokens(model, tok, prompts, engine="hf", **kw)
-    ours = generate_tokens(model, tok, prompts, engine="tinylora", **kw)
+    ours = generate_tokens(model, tok, prompts, engine=ours_engine, **kw)
     return hf, ours
 
 
@@ -37,29 +40,32 @@ def toy(quick_backbone):
     return load_model(str(quick_backbone)), load_tokenizer(str(quick_backbone))
 
 
-def test_greedy_and_sampled_tokens_equal_generate_on_the_toy_backbone(toy):
+@pytest.mark.parametrize("engine", OURS)
+def test_greedy_and_sampled_tokens_equal_generate_on_the_toy_backbone(toy, engine):
     model, tok = toy
-    assert_same(*both(model, tok, PROMPTS, sampling=Sampling(0.0, 1.0, 40)), tok)
+    assert_same(*both(model, tok, PROMPTS, engine, sampling=Sampling(0.0, 1.0, 40)), tok)
     seeds = list(range(100, 100 + 3 * len(PROMPTS)))
     for top_p in (1.0, 0.8):
-        assert_same(*both(model, tok, PROMPTS, n=3, sampling=Sampling(1.0, top_p, 40), seeds=seeds), tok)
+        assert_same(*both(model, tok, PROMPTS, engine, n=3, sampling=Sampling(1.0, top_p, 40), seeds=seeds), tok)
 
 
+@pytest.mark.parametrize("engine", OURS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_random_architectures_match_generate(arch):
+def test_random_architectures_match_generate(arch, engine):
     tok = char_tokenizer("abcdefghijklmnopqrstuvwxyz ")
     model = make_model(arch, vocab_size=len(tok), seed=5, tie_word_embeddings=False)
     with torch.no_grad():
         model.get_output_embeddings().weight[tok.eos_token_id] += 0.35  # EOS likely enough to end some rows early
     model.config.eos_token_id = tok.eos_token_id
     prompts = ["abc", "hello world", "z", "qrs tuv"]
-    hf, ours = both(model, tok, prompts, sampling=Sampling(0.0, 1.0, 24))
+    hf, ours = both(model, tok, prompts, engine, sampling=Sampling(0.0, 1.0, 24))
     assert torch.equal(hf.new_ids, ours.new_ids)
     seeds = list(range(2 * len(prompts)))
-    assert_same(*both(model, tok, prompts, n=2, sampling=Sampling(1.0, 1.0, 24), seeds=seeds), tok)
+    assert_same(*both(model, tok, prompts, engine, n=2, sampling=Sampling(1.0, 1.0, 24), seeds=seeds), tok)
 
 
-def test_per_row_adapters_follow_the_compaction(toy, quick_backbone):
+@pytest.mark.parametrize("engine", OURS)
+def test_per_row_adapters_follow_the_compaction(toy, quick_backbone, engine):
     model = load_model(str(quick_backbone))
     tok = load_tokenizer(str(quick_backbone))
     tinylora.attach(model, tinylora.TinyLoRAConfig(u=13, tying="all"))
@@ -68,12 +74,13 @@ def test_per_row_adapters_follow_the_compaction(toy, quick_backbone):
     seeds = list(range(8))
     s = Sampling(1.0, 1.0, 30)
     with per_row(model, adapter_table(model, values), rows):
-        hf, ours = both(model, tok, PROMPTS, n=2, sampling=s, seeds=seeds)
+        hf, ours = both(model, tok, PROMPTS, engine, n=2, sampling=s, seeds=seeds)
     assert_same(hf, ours, tok)
 
 
 
-def test_samples_of_one_prompt_on_different_adapters(quick_backbone):
+@pytest.mark.parametrize("engine", OURS)
+def test_samples_of_one_prompt_on_different_adapters(quick_backbone, engine):
     """Rows of one prompt's samples that run different adapters cannot share a prefill: each row is prefilled."""
     model = load_model(str(quick_backbone))
     tok = load_tokenizer(str(quick_backbone))
@@ -81,7 +88,7 @@ def test_samples_of_one_prompt_on_different_adapters(quick_backbone):
     values = 3.0 * torch.randn(2, 13, generator=torch.Generator().manual_seed(3))
     rows = torch.tensor([0, 1, 1, 0, -1, 0, 1, -1])
     with per_row(model, adapter_table(model, values), rows):
-        hf, ours = both(model, tok, PROMPTS, n=2, sampling=Sampling(1.0, 1.0, 30), seeds=list(range(8)))
+        hf, ours = both(model, tok, PROMPTS, engine, n=2, sampling=Sampling(1.0, 1.0, 30), seeds=list(range(8)))
     assert_same(hf, ours, tok)
 
 
@@ -90,8 +97,18 @@ def test_a_training_run_is_the_same_on_either_engine(tiny_run_setup, tmp_path):
     from test_grpo_train import cfg_for
     from tinylora.trainers import make_trainer
 
-    for engine in ("hf", "tinylora"):
+    for engine in ("hf", "tinylora", "static"):
         make_trainer(cfg_for(tiny_run_setup, steps=4, max_new_tokens=3, rollout_engine=engine,
                              out_dir=str(tmp_path / engine)), progress=False).train()
-    assert (tmp_path / "hf" / "completions.jsonl").read_text() == (tmp_path / "tinylora" / "completions.jsonl").read_text()
-    assert (tmp_path / "hf" / "adapter.safetensors").read_bytes() == (tmp_path / "tinylora" / "adapter.safetensors").read_bytes()
+    for engine in ("tinylora", "static"):
+        assert (tmp_path / "hf" / "completions.jsonl").read_text() == (tmp_path / engine / "completions.jsonl").read_text()
+        assert (tmp_path / "hf" / "adapter.safetensors").read_bytes() == (tmp_path / engine / "adapter.safetensors").read_bytes()
+
+
+def test_cuda_graphs_need_a_cuda_device(toy):
+    from tinylora.engine import decode_static
+
+    model, tok = toy
+    enc = tok(PROMPTS[:2], return_tensors="pt", padding=True)
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        decode_static(model, enc["input_ids"], enc["attention_mask"], graphs=True)

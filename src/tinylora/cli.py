@@ -393,9 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "(runs the same command under torchrun)")
     _add_threads(s)
     _add_no_cache(s)
-    s.add_argument("--engine", choices=["auto", "tinylora", "hf"], default="auto",
-                   help="decode loop: ours (tinylora; auto = ours for Llama/Qwen2/GPT-2/Mistral/Qwen3) or transformers "
-                        "generate (hf); both give the same tokens")
+    s.add_argument("--engine", choices=["auto", "tinylora", "static", "hf"], default="auto",
+                   help="decode loop: ours (tinylora; auto = ours for Llama/Qwen2/GPT-2/Mistral/Qwen3), ours with "
+                        "static shapes (static: its decode step a CUDA graph on a GPU, unverified) or transformers "
+                        "generate (hf); all give the same tokens")
     s.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser(

@@ -10,6 +10,11 @@ What it does that ``generate`` does not, for this workload:
   model's, so any architecture whose forward takes ``position_ids``, ``past_key_values`` and
   ``logits_to_keep`` with a ``DynamicCache`` works.
 
+:func:`decode_static` is the same loop with static shapes (a ``StaticCache`` of prompt + new tokens,
+a full-length attention mask, no compaction), so that on a CUDA device its decode step can be
+captured once as a CUDA graph (``torch.compile(mode="reduce-overhead")``) and replayed every token.
+On CPU it runs eagerly (tested for exactness there); the GPU path is unverified until a GPU run.
+
 Exactness is kept by construction and tested against ``generate``: greedy is the same argmax,
 sampling is the same counter-based per-row stream (:func:`tinylora.generation.sample_tokens`), and
 rows never interact (left padding is masked; positions from the attention mask, as ``generate``
@@ -186,5 +191,86 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling
     finally:
         if state is not None:
             state._use(full_rows)
+    lp_list = logps[:, :steps].tolist() if logps is not None else None
+    return tokens[:, :steps], lp_list
+
+
+_GRAPHED: dict[int, object] = {}  # id(model) -> its compiled decode step (CUDA only)
+
+
+def _decode_step(model, graphs: bool):
+    """The model's forward for one token per row; on CUDA with ``graphs``, compiled with
+    ``mode="reduce-overhead"`` (CUDA graphs: one capture per batch shape, then replays)."""
+    if not graphs:
+        return model
+    step = _GRAPHED.get(id(model))
+    if step is None:
+        step = torch.compile(model, mode="reduce-overhead", dynamic=False)
+        _GRAPHED[id(model)] = step
+    return step
+
+
+@torch.no_grad()
+def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling: Sampling | None = None,
+                  seeds: list[int] | None = None, eos_token_id: int | None = None, pad_token_id: int = 0,
+                  graphs: bool | None = None) -> tuple[torch.Tensor, list[list[float]] | None]:
+    """:func:`decode` with static shapes: every row is prefilled (prompts repeated ``n`` times), the
+    cache holds prompt + ``max_new_tokens`` positions and the mask is that long from the start (new
+    positions switched on as they are written), and finished rows stay in the batch (fed their last
+    token, outputs ignored) until all are done. ``graphs`` (default: on a CUDA device) captures the
+    decode step as a CUDA graph. Same tokens and log-probs as :func:`decode` and ``generate``."""
+    from transformers import StaticCache
+
+    from .model import get_root, is_attached
+
+    sampling = sampling or Sampling(temperature=0.0)
+    greedy = sampling.temperature <= 0
+    device = ids.device
+    graphs = device.type == "cuda" if graphs is None else graphs
+    if graphs and device.type != "cuda":
+        raise ValueError("CUDA graphs need a CUDA device; this batch is on " + device.type)
+    ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+    N, P = ids.shape
+    T = sampling.max_new_tokens
+    state = getattr(get_root(model), "per_row_state", None) if is_attached(model) else None
+    if state is not None and state.rows.shape[0] != N:
+        raise ValueError(f"per-row adapters are set for {state.rows.shape[0]} rows; this batch has {N}")
+    if not greedy:
+        if seeds is None or len(seeds) != N:
+            raise ValueError(f"sampling needs one seed per sample ({N}), got {None if seeds is None else len(seeds)}")
+        hi, lo = key_halves(seeds)
+    cache = StaticCache(config=model.config, max_cache_len=P + T)
+    ckw = _cache_kwarg(model)
+    full = torch.zeros(N, P + T, dtype=mask.dtype, device=device)
+    full[:, :P] = mask
+    pos = (mask.cumsum(-1) - 1).clamp_min(0)
+    out = model(input_ids=ids, attention_mask=full, position_ids=pos, use_cache=True, logits_to_keep=1, **{ckw: cache})
+    logits = out.logits[:, -1].float()
+    next_pos = pos[:, -1:] + 1
+    step = _decode_step(model, graphs)
+    alive = torch.ones(N, dtype=torch.bool, device=device)
+    tokens = torch.full((N, T), pad_token_id, dtype=torch.long, device=device)
+    logps = torch.zeros((N, T), dtype=torch.float32) if not greedy else None
+    rows = torch.arange(N)
+    steps = 0
+    for t in range(T):
+        if greedy:
+            tok = logits.argmax(-1)
+        else:
+            tok, lp = sample_tokens(logits, hi, lo, t, sampling)
+            tok = tok.to(device)
+            live = alive.cpu()
+            logps[rows[live], t] = lp[live]
+        tokens[alive, t] = tok[alive]
+        steps = t + 1
+        if eos_token_id is not None:
+            alive = alive & (tok != eos_token_id)
+        if t == T - 1 or not bool(alive.any()):
+            break
+        full[:, P + t] = 1
+        out = step(input_ids=tok[:, None], attention_mask=full, position_ids=next_pos, use_cache=True,
+                   logits_to_keep=1, **{ckw: cache})
+        logits = out.logits[:, -1].float()
+        next_pos = next_pos + 1
     lp_list = logps[:, :steps].tolist() if logps is not None else None
     return tokens[:, :steps], lp_list

@@ -99,7 +99,7 @@ class Generated:
     logprobs: list[list[float]] | None  # sampled tokens' log-probs (sampling only)
 
 
-ENGINES = ("auto", "tinylora", "hf")
+ENGINES = ("auto", "tinylora", "static", "hf")
 
 
 @torch.no_grad()
@@ -109,8 +109,9 @@ def generate_tokens(model, tokenizer, prompts: list[str], *, n: int = 1, samplin
 
     Each sample draws from its own generator (``seeds``: one per prompt × sample, prompt-major), so
     a sample does not depend on what else is in the batch. ``engine``: ``tinylora`` (our decode
-    loop, :mod:`tinylora.engine`), ``hf`` (``model.generate``), or ``auto`` (ours for the
-    architectures it knows, else HF with one log line); both give the same tokens.
+    loop, :mod:`tinylora.engine`), ``static`` (the same loop with static shapes, its decode step a
+    CUDA graph on a GPU: :func:`tinylora.engine.decode_static`), ``hf`` (``model.generate``), or
+    ``auto`` (ours for the architectures it knows, else HF with one log line); all give the same tokens.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -139,11 +140,12 @@ def generate_tokens(model, tokenizer, prompts: list[str], *, n: int = 1, samplin
     model.eval()
     from . import engine as eng
 
-    use_ours = engine == "tinylora" or (engine == "auto" and eng.supports(model))
+    use_ours = engine in ("tinylora", "static") or (engine == "auto" and eng.supports(model))
     try:
         with ctx:
             if use_ours:
-                new, logprobs = eng.decode(model, enc["input_ids"].to(device), enc["attention_mask"].to(device), n=n,
+                loop = eng.decode_static if engine == "static" else eng.decode
+                new, logprobs = loop(model, enc["input_ids"].to(device), enc["attention_mask"].to(device), n=n,
                                            sampling=sampling, seeds=seeds, eos_token_id=tokenizer.eos_token_id,
                                            pad_token_id=tokenizer.pad_token_id)
                 return Generated(ids, mask, new, logprobs)

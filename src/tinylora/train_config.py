@@ -92,7 +92,9 @@ class TrainConfig:
     kl_coef: float = 0.0
     num_iterations: int = 1
     micro_batch_size: int = 64  # sequences per forward/backward (gradient accumulation)
-    rollout_engine: str = "auto"  # generation: tinylora (our decode loop), hf (transformers generate), auto
+    # generation: tinylora (our decode loop), static (the same with static shapes; a CUDA graph on a
+    # GPU, unverified), hf (transformers generate), auto (tinylora for known architectures, else hf)
+    rollout_engine: str = "auto"
     # ES (algo: es); prompts_per_step, max_new_tokens, temperature and top_p apply too
     es: dict[str, Any] = field(default_factory=lambda: dataclasses.asdict(ESConfig()))
     # optimisation
@@ -137,8 +139,8 @@ class TrainConfig:
             (self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine, got {self.schedule!r}"),
             (self.num_iterations >= 1, "num_iterations must be >= 1"),
             (self.micro_batch_size >= 1, "micro_batch_size must be >= 1"),
-            (self.rollout_engine in ("auto", "tinylora", "hf"),
-             f"rollout_engine must be auto, tinylora or hf, got {self.rollout_engine!r}"),
+            (self.rollout_engine in ("auto", "tinylora", "static", "hf"),
+             f"rollout_engine must be auto, tinylora, static or hf, got {self.rollout_engine!r}"),
             (self.save_dtype in ("fp32", "bf16", "fp16"), "save_dtype must be fp32, bf16 or fp16"),
             (self.clip_low >= 0 and self.clip_high >= 0, "clip ranges must be non-negative"),
             (self.autocast in ("auto", "bf16", "off"), f"autocast must be auto, bf16 or off, got {self.autocast!r}"),
