@@ -195,18 +195,17 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling
     return tokens[:, :steps], lp_list
 
 
-_GRAPHED: dict[int, object] = {}  # id(model) -> its compiled decode step (CUDA only)
-
-
 def _decode_step(model, graphs: bool):
     """The model's forward for one token per row; on CUDA with ``graphs``, compiled with
-    ``mode="reduce-overhead"`` (CUDA graphs: one capture per batch shape, then replays)."""
+    ``mode="reduce-overhead"`` (CUDA graphs: one capture per batch shape, then replays). The compiled
+    step lives in the model's ``__dict__`` (not as a submodule: it must not enter ``state_dict``), so
+    it is made once per model and freed with it."""
     if not graphs:
         return model
-    step = _GRAPHED.get(id(model))
+    step = model.__dict__.get("_tinylora_graphed_step")
     if step is None:
         step = torch.compile(model, mode="reduce-overhead", dynamic=False)
-        _GRAPHED[id(model)] = step
+        object.__setattr__(model, "_tinylora_graphed_step", step)
     return step
 
 
