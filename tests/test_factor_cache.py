@@ -117,6 +117,7 @@ def test_cache_commands(tmp_path):
     assert r.returncode == 0, r.stderr
     info = run("cache", "info")
     assert info.returncode == 0 and str(tmp_path / "c") in info.stdout and " 0 files" not in info.stdout
+    assert "(factors " in info.stdout  # the share of each kind (factors, gguf)
     assert run("cache", "clear").returncode == 0 and " 0 files" in run("cache", "info").stdout
     r = run("export", "--no-cache", "--model", str(tmp_path / "demo" / "base"), "--adapter",
             str(tmp_path / "demo" / "skill.safetensors"), "--format", "merged", "--out", str(tmp_path / "m"))

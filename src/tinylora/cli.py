@@ -545,9 +545,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """The console script. A rank started by torchrun leaves with ``os._exit`` once its output is
-    flushed and the process group is gone, skipping the interpreter's teardown. Aimed at a rare CI
-    flake (a rank aborting with "terminate called without an active exception" after its work was
-    done); our unverified reading is that C++ teardown meets gloo threads still alive."""
+    flushed and the process group is gone, skipping the interpreter's teardown. Without it a rank
+    aborted now and then ("terminate called without an active exception") after its work was done;
+    its core dump (BENCHMARKS.md, "The distributed tests under load") shows why: a gloo worker thread
+    (``ProcessGroupGloo::runLoop``) destroys the last barrier's work object, whose tensors' Python
+    objects need the GIL; a thread that asks for the GIL during ``Py_FinalizeEx`` is ended with
+    ``pthread_exit``, and that forced unwind through a noexcept destructor calls ``std::terminate``."""
     rc = main()
     if "torch.distributed" in sys.modules and os.environ.get("WORLD_SIZE") and os.environ.get("RANK"):
         sys.stdout.flush()
