@@ -116,3 +116,8 @@ def test_cache_info_counts_the_gguf_copies(cache, gguf_file):
     load_model(str(gguf_file))
     i = factor_cache.info()
     assert i["kinds"]["gguf"] > 0 and i["bytes"] == sum(i["kinds"].values())
+
+
+def test_a_missing_gguf_file_is_named(tmp_path):
+    with pytest.raises(SystemExit, match="no GGUF file at"):
+        load_model(str(tmp_path / "nothing.gguf"))

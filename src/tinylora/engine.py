@@ -115,6 +115,13 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def _stream_keys(seeds: list[int] | None, N: int):
+    """The per-sample sampling keys; sampling needs exactly one seed per row."""
+    if seeds is None or len(seeds) != N:
+        raise ValueError(f"sampling needs one seed per sample ({N}), got {None if seeds is None else len(seeds)}")
+    return key_halves(seeds)
+
+
 @torch.no_grad()
 def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling: Sampling | None = None,
            seeds: list[int] | None = None, eos_token_id: int | None = None, pad_token_id: int = 0
@@ -136,9 +143,7 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling
         # a prompt's samples run different adapters: their prefills differ, so prefill every row
         ids, mask, B, n = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), N, 1
     if not greedy:
-        if seeds is None or len(seeds) != N:
-            raise ValueError(f"sampling needs one seed per sample ({N}), got {None if seeds is None else len(seeds)}")
-        hi, lo = key_halves(seeds)
+        hi, lo = _stream_keys(seeds, N)
     try:
         pos = (mask.cumsum(-1) - 1).clamp_min(0)
         if state is not None:
@@ -235,9 +240,7 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, s
     if state is not None and state.rows.shape[0] != N:
         raise ValueError(f"per-row adapters are set for {state.rows.shape[0]} rows; this batch has {N}")
     if not greedy:
-        if seeds is None or len(seeds) != N:
-            raise ValueError(f"sampling needs one seed per sample ({N}), got {None if seeds is None else len(seeds)}")
-        hi, lo = key_halves(seeds)
+        hi, lo = _stream_keys(seeds, N)
     cache = StaticCache(config=model.config, max_cache_len=P + T)
     ckw = _cache_kwarg(model)
     full = torch.zeros(N, P + T, dtype=mask.dtype, device=device)

@@ -32,7 +32,9 @@ def resolve(name_or_path: str) -> tuple[str, dict]:
         return str(shipped_path()), {}
     if name_or_path == "smollm2-135m":
         return _smollm2_folder(), {"gguf_file": SMOLLM2_GGUF}
-    if name_or_path.endswith(".gguf") and os.path.isfile(name_or_path):
+    if name_or_path.endswith(".gguf"):
+        if not os.path.isfile(name_or_path):
+            raise SystemExit(f"no GGUF file at {name_or_path!r}")
         folder, name = os.path.split(os.path.abspath(name_or_path))
         return folder, {"gguf_file": name}
     return name_or_path, {}
