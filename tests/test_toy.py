@@ -163,7 +163,7 @@ def test_toy_pretrain_cli_resume_takes_no_other_options(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "pretrain_config.json").write_text("{}")
     assert main(["toy", "pretrain", "--out", str(tmp_path / "run"), "--resume", "--steps", "5"]) == 2
-    assert "give only --out and --resume" in capsys.readouterr().err
+    assert "give only --out, --resume" in capsys.readouterr().err
 
 
 def test_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
@@ -196,6 +196,33 @@ def test_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (tmp_path / "b" / "checkpoint.pt").exists()  # finished: the checkpoint is gone
+    assert json.loads((tmp_path / "b" / "pretrain.json").read_text())["threads_from"] == [{"step": 0, "threads": 1}]
+
+
+def test_a_resume_may_change_threads_and_the_record_says_where(tmp_path, monkeypatch, capsys):
+    from tinylora.cli import main
+    from tinylora.toy import backbone
+
+    run = tmp_path / "run"
+    real, calls = backbone.make_batch, []
+
+    def dies_at_step_3(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(backbone, "make_batch", dies_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        backbone.pretrain(run, backbone.PretrainConfig.quick(steps=4, batch_size=4, threads=1), progress=False,
+                          checkpoint_every=2)
+    monkeypatch.setattr(backbone, "make_batch", real)
+    with pytest.warns(UserWarning, match="with 2 threads instead of 1"):
+        assert main(["toy", "pretrain", "--out", str(run), "--resume", "--threads", "2",
+                     "--checkpoint-every", "2"]) == 0
+    rec = json.loads((run / "pretrain.json").read_text())
+    assert rec["threads_from"] == [{"step": 0, "threads": 1}, {"step": 2, "threads": 2}]
+    assert rec["config"]["threads"] == 2 and rec["config"]["steps"] == 4
 
 
 def test_arith_uses_a_chat_template_when_the_tokenizer_has_one():
@@ -237,3 +264,14 @@ def test_arith_diagnostics_track_the_style_choice_on_train_prompts(quick_backbon
     assert d == {"p_step": ref["p_step"], "greedy_picks_step": ref["greedy_picks_step"]}
     assert tasks.get("arith", forced=True).diagnostics(model, tok) == {}
     assert tasks.get("gsm8k").diagnostics(model, tok) == {}
+
+
+def test_the_console_prints_our_warnings_as_one_line(tmp_path):
+    import os
+
+    from tinylora.cli import _one_line_warning
+
+    ours = os.path.join("site-packages", "tinylora", "cli.py")
+    assert _one_line_warning("resuming x with 2 threads", UserWarning, ours, 7) == "tinylora: warning: resuming x with 2 threads\n"
+    theirs = _one_line_warning("old", DeprecationWarning, os.path.join("site-packages", "transformers", "a.py"), 7)
+    assert "DeprecationWarning: old" in theirs and "a.py:7" in theirs

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -294,10 +295,10 @@ def _cmd_toy_pretrain(args: argparse.Namespace) -> int:
         saved = Path(args.out) / "pretrain_config.json"
         if not saved.is_file():
             raise FileNotFoundError(f"{args.out} is not a pretraining run (no pretrain_config.json); nothing to resume")
-        if overrides or args.size or args.quick:
-            raise ValueError("--resume continues the run exactly as it was configured (threads included: they "
-                             "change floating-point sums); give only --out and --resume")
-        cfg = PretrainConfig(**json.loads(saved.read_text()))
+        if set(overrides) - {"threads"} or args.size or args.quick:
+            raise ValueError("--resume continues the run exactly as it was configured; give only --out, --resume "
+                             "and, to move it to another machine, --threads")
+        cfg = PretrainConfig(**{**json.loads(saved.read_text()), **overrides})
     elif args.quick:
         cfg = PretrainConfig.quick(**overrides)
     elif args.size:
@@ -492,7 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="up to K problems per document, all in the document's one style (default 3)")
     s.add_argument("--p-instruct", type=float,
                    help="share of documents opening with an instruction that names their style (default 0.5)")
-    s.add_argument("--threads", type=int, help="torch threads (default 2)")
+    s.add_argument("--threads", type=int, help="torch threads (default 2). They change float sums, so the run's "
+                   "weights depend on them; with --resume a new count is allowed, warned about and recorded "
+                   "(pretrain.json: threads_from)")
     s.add_argument("--save-every", type=int, default=0, help="also save loadable step-N models to probe meanwhile")
     s.add_argument("--checkpoint-every", type=int, default=100, help="resumable checkpoint every N steps")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -543,6 +546,16 @@ def main(argv: list[str] | None = None) -> int:
             shutdown(sync=ok)
 
 
+_default_formatwarning = warnings.formatwarning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Our own warnings are messages to the user, one line each; other libraries' keep their source line."""
+    if f"{os.sep}tinylora{os.sep}" in str(filename):
+        return f"tinylora: warning: {message}\n"
+    return _default_formatwarning(message, category, filename, lineno, line)
+
+
 def entry() -> None:
     """The console script. A rank started by torchrun leaves with ``os._exit`` once its output is
     flushed and the process group is gone, skipping the interpreter's teardown. Without it a rank
@@ -551,6 +564,7 @@ def entry() -> None:
     (``ProcessGroupGloo::runLoop``) destroys the last barrier's work object, whose tensors' Python
     objects need the GIL; a thread that asks for the GIL during ``Py_FinalizeEx`` is ended with
     ``pthread_exit``, and that forced unwind through a noexcept destructor calls ``std::terminate``."""
+    warnings.formatwarning = _one_line_warning
     rc = main()
     if "torch.distributed" in sys.modules and os.environ.get("WORLD_SIZE") and os.environ.get("RANK"):
         sys.stdout.flush()

@@ -22,6 +22,7 @@ import random
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -221,10 +222,14 @@ def pretrain(out: str | Path, cfg: PretrainConfig, progress: bool = True, log_ev
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"no pretraining checkpoint at {ckpt_path}: nothing to resume")
         saved, now = json.loads((out / "pretrain_config.json").read_text()), json.loads(json.dumps(asdict(cfg)))
-        diff = sorted(k for k in saved if saved[k] != now.get(k))  # threads too: they change float sums
+        diff = sorted(k for k in saved if saved[k] != now.get(k) and k != "threads")
         if diff:
             raise ValueError(f"{out} was pretrained with another config (differs in {', '.join(diff)}); "
                              "resume with the same options")
+        if saved.get("threads") != cfg.threads:  # the one option a resume may change: the machine can differ
+            warnings.warn(f"resuming {out} with {cfg.threads} threads instead of {saved.get('threads')}: the "
+                          "weights will differ from an uninterrupted run's in float rounding (pretrain.json "
+                          "records the threads of each stretch)", stacklevel=2)
     elif (out / "config.json").exists() or ckpt_path.exists():
         raise ValueError(f"{out} already holds a backbone or a pretraining checkpoint; choose another --out or --resume")
     out.mkdir(parents=True, exist_ok=True)
@@ -251,8 +256,13 @@ def pretrain(out: str | Path, cfg: PretrainConfig, progress: bool = True, log_ev
     history: list[dict] = []
     first_loss = None
     start, cursor, elapsed = 0, 0, 0.0
+    threads_from = [{"step": 0, "threads": cfg.threads}]  # which threads made which steps (float sums differ)
     if resume:
         state = torch.load(ckpt_path, weights_only=True)
+        # checkpoints from before this record were made at the saved config's threads throughout
+        threads_from = json.loads(state.get("threads_from") or json.dumps([{"step": 0, "threads": saved["threads"]}]))
+        if threads_from[-1]["threads"] != cfg.threads:
+            threads_from.append({"step": state["step"], "threads": cfg.threads})
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
@@ -305,7 +315,7 @@ def pretrain(out: str | Path, cfg: PretrainConfig, progress: bool = True, log_ev
                         "style_rng": style_rng.getstate(), "doc_rng": doc_rng.getstate(),
                         "instruct_rng": instruct_rng.getstate(), "step": done,
                         "cursor": cursor, "seconds": time.time() - t0, "history": json.dumps(history),
-                        "first_loss": first_loss}, tmp)
+                        "first_loss": first_loss, "threads_from": json.dumps(threads_from)}, tmp)
             tmp.replace(ckpt_path)  # atomic: a kill mid-write leaves the previous checkpoint
     if bar is not None:
         bar.close()
@@ -319,6 +329,7 @@ def pretrain(out: str | Path, cfg: PretrainConfig, progress: bool = True, log_ev
         "config": asdict(cfg), "first_loss": first_loss, "final_loss": history[-1]["loss"],
         "seconds": round(time.time() - t0, 1), "parameters": sum(p.numel() for p in model.parameters()),
         "tinylora_version": __version__, "torch_version": torch.__version__, "history": history,
+        "threads_from": threads_from,
     }
     (out / "pretrain.json").write_text(json.dumps(record, indent=2))
     ckpt_path.unlink(missing_ok=True)
