@@ -83,7 +83,7 @@ def plot(records: list[dict], png: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backbone", action="append", default=[], metavar="NAME=DIR")
-    ap.add_argument("--params", default="1,13,52,364", help="probe budgets (comma-separated)")
+    ap.add_argument("--params", default="1,13,52,364", help="probe budgets (comma-separated; \"\" for none)")
     ap.add_argument("--grpo", default="", metavar="ARGS", help="extra `tinylora train` arguments for the GRPO run")
     ap.add_argument("--no-grpo", action="store_true")
     ap.add_argument("--out", default="programmability.jsonl")
@@ -99,7 +99,7 @@ def main() -> None:
             if not path:
                 ap.error(f"--backbone wants NAME=DIR, got {spec!r}")
             have = {(r["kind"], r["params"]) for r in done(out) if r["backbone"] == name}
-            for params in (int(x) for x in a.params.split(",")):
+            for params in (int(x) for x in a.params.split(",") if x):  # --params "": the GRPO run only
                 if ("probe", params) not in have:
                     run_probe(name, path, params, out, a.threads)
             if not a.no_grpo and not any(k == "grpo" for k, _ in have):
