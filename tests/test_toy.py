@@ -166,6 +166,19 @@ def test_toy_pretrain_cli_resume_takes_no_other_options(tmp_path, capsys):
     assert "give only --out, --resume" in capsys.readouterr().err
 
 
+def _dies_during_step(monkeypatch, backbone, n: int) -> None:
+    """Make pretraining be killed while it builds step n's batch (the last checkpoint is what survives)."""
+    real, calls = backbone.make_batch, []
+
+    def dies(*a, **kw):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(backbone, "make_batch", dies)
+
+
 def test_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
@@ -173,18 +186,10 @@ def test_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
     cfg = dict(steps=6, doc_problems=2, p_instruct=0.5, batch_size=4, threads=1)
     backbone.pretrain(tmp_path / "a", backbone.PretrainConfig.quick(**cfg), progress=False, checkpoint_every=2)
-    real, calls = backbone.make_batch, []
-
-    def dies_at_step_5(*a, **kw):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt  # killed during step 5: the checkpoint of step 4 is what survives
-        return real(*a, **kw)
-
-    monkeypatch.setattr(backbone, "make_batch", dies_at_step_5)
+    _dies_during_step(monkeypatch, backbone, 5)  # the checkpoint of step 4 survives
     with pytest.raises(KeyboardInterrupt):
         backbone.pretrain(tmp_path / "b", backbone.PretrainConfig.quick(**cfg), progress=False, checkpoint_every=2)
-    monkeypatch.setattr(backbone, "make_batch", real)
+    monkeypatch.undo()
     assert (tmp_path / "b" / "checkpoint.pt").is_file() and not (tmp_path / "b" / "config.json").exists()
     with pytest.raises(ValueError, match="already holds"):
         backbone.pretrain(tmp_path / "b", backbone.PretrainConfig.quick(**cfg), progress=False)
@@ -204,19 +209,11 @@ def test_a_resume_may_change_threads_and_the_record_says_where(tmp_path, monkeyp
     from tinylora.toy import backbone
 
     run = tmp_path / "run"
-    real, calls = backbone.make_batch, []
-
-    def dies_at_step_3(*a, **kw):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-
-    monkeypatch.setattr(backbone, "make_batch", dies_at_step_3)
+    _dies_during_step(monkeypatch, backbone, 3)  # the checkpoint of step 2 survives
     with pytest.raises(KeyboardInterrupt):
         backbone.pretrain(run, backbone.PretrainConfig.quick(steps=4, batch_size=4, threads=1), progress=False,
                           checkpoint_every=2)
-    monkeypatch.setattr(backbone, "make_batch", real)
+    monkeypatch.undo()
     with pytest.warns(UserWarning, match="with 2 threads instead of 1"):
         assert main(["toy", "pretrain", "--out", str(run), "--resume", "--threads", "2",
                      "--checkpoint-every", "2"]) == 0
@@ -267,11 +264,10 @@ def test_arith_diagnostics_track_the_style_choice_on_train_prompts(quick_backbon
 
 
 def test_the_console_prints_our_warnings_as_one_line(tmp_path):
-    import os
+    from tinylora import cli
+    from tinylora.toy import backbone as ours
 
-    from tinylora.cli import _one_line_warning
-
-    ours = os.path.join("site-packages", "tinylora", "cli.py")
-    assert _one_line_warning("resuming x with 2 threads", UserWarning, ours, 7) == "tinylora: warning: resuming x with 2 threads\n"
-    theirs = _one_line_warning("old", DeprecationWarning, os.path.join("site-packages", "transformers", "a.py"), 7)
-    assert "DeprecationWarning: old" in theirs and "a.py:7" in theirs
+    assert cli._one_line_warning("resuming x", UserWarning, ours.__file__, 7) == "tinylora: warning: resuming x\n"
+    # another library's file, even under a folder named tinylora, keeps its source line
+    theirs = str(tmp_path / "tinylora" / "venv" / "transformers" / "a.py")
+    assert "DeprecationWarning: old" in cli._one_line_warning("old", DeprecationWarning, theirs, 7)

@@ -547,11 +547,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _default_formatwarning = warnings.formatwarning
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """Our own warnings are messages to the user, one line each; other libraries' keep their source line."""
-    if f"{os.sep}tinylora{os.sep}" in str(filename):
+    if os.path.abspath(str(filename)).startswith(_PACKAGE_DIR):
         return f"tinylora: warning: {message}\n"
     return _default_formatwarning(message, category, filename, lineno, line)
 

@@ -226,8 +226,8 @@ def pretrain(out: str | Path, cfg: PretrainConfig, progress: bool = True, log_ev
         if diff:
             raise ValueError(f"{out} was pretrained with another config (differs in {', '.join(diff)}); "
                              "resume with the same options")
-        if saved.get("threads") != cfg.threads:  # the one option a resume may change: the machine can differ
-            warnings.warn(f"resuming {out} with {cfg.threads} threads instead of {saved.get('threads')}: the "
+        if saved["threads"] != cfg.threads:  # the one option a resume may change: the machine can differ
+            warnings.warn(f"resuming {out} with {cfg.threads} threads instead of {saved['threads']}: the "
                           "weights will differ from an uninterrupted run's in float rounding (pretrain.json "
                           "records the threads of each stretch)", stacklevel=2)
     elif (out / "config.json").exists() or ckpt_path.exists():
