@@ -131,13 +131,12 @@ def test_resume_after_kill_gives_the_same_adapter(tiny_run_setup, tmp_path, algo
     env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     subprocess.run(args(tmp_path / "full"), check=True, env=env, capture_output=True)
 
-    proc = subprocess.Popen(args(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = tmp_path / "killed" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 5):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # the run SIGKILLs itself right after logging step 4 (0-based): after ckpt-4, before ckpt-6
+    died = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "die_after_step.py"), "4",
+                           *args(tmp_path / "killed")[3:]], env=env, capture_output=True)
+    assert died.returncode == -signal.SIGKILL, died.stderr[-2000:]
+    assert len(metrics.read_text().splitlines()) == 5 and (tmp_path / "killed" / "ckpt-4").is_dir()
     assert not (tmp_path / "killed" / "adapter.safetensors").exists()  # it really died mid-run
     resumed = subprocess.run([sys.executable, "-m", "tinylora", "train", "--resume", str(tmp_path / "killed")],
                              env=env, capture_output=True, text=True)
