@@ -104,3 +104,54 @@ def test_api_names_survive_submodule_imports():
             "assert callable(tinylora.export) and tinylora.export.__module__ == 'tinylora.exporting'\n"
             "assert callable(tinylora.attach) and callable(tinylora.load)\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_demos_own_output_evaluates_and_a_folder_without_a_tokenizer_is_named(tmp_path, capsys):
+    """eval --model demo/base --adapter demo/skill.safetensors crashed (transformers built an empty tokenizer)."""
+    import shutil
+
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    tasks_file = tmp_path / "t.jsonl"
+    tasks_file.write_text(json.dumps({"prompt": "abc", "answer": "d"}) + "\n")
+    common = ["--task", "jsonl", "--task-arg", f"path={tasks_file}", "--max-new-tokens", "4"]
+    assert main(["eval", "--model", str(tmp_path / "demo" / "base"), "--adapter",
+                 str(tmp_path / "demo" / "skill.safetensors"), *common]) == 0
+    bare = tmp_path / "bare"
+    shutil.copytree(tmp_path / "demo" / "base", bare)
+    for f in bare.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
+            f.unlink()
+    capsys.readouterr()
+    assert main(["eval", "--model", str(bare), *common]) == 2
+    err = capsys.readouterr().err
+    assert "has no tokenizer" in err and len(err.strip().splitlines()) == 1
+
+
+def test_export_never_writes_into_a_folder_of_the_users_files(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    args = ["export", "--model", str(tmp_path / "nothing-here"), "--adapter", str(tmp_path / "demo" / "skill.safetensors"),
+            "--format", "merged", "--out", str(mine)]
+    assert main(args) == 2  # refused before the (here impossible) model load
+    assert "not an empty folder" in capsys.readouterr().err and [p.name for p in mine.iterdir()] == ["keep.txt"]
+    args[4] = str(tmp_path / "no.safetensors")
+    assert main(args) == 2 and "no such adapter file" in capsys.readouterr().err
+
+
+def test_other_option_paths_refuse_bad_values_in_one_line(tmp_path, capsys):
+    """The sweep of the other key=value and option paths (issue: a run's record cannot lie)."""
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    base = str(tmp_path / "demo" / "base")
+    cases = [(["eval", "--model", base, "--task", "gsm8k", "--task-arg", "mdoe=strict"], "unknown option(s) ['mdoe']"),
+             (["train", "task=gsm8k", "task_args={mdoe: strict}", f"out_dir={tmp_path / 'r'}"], "unknown option(s)"),
+             (["serve", "--model", base, "--adapters", str(tmp_path), "--timeout", "-1"], "--timeout"),
+             (["serve", "--model", base, "--adapters", str(tmp_path), "--timeout", "nan"], "--timeout"),
+             (["toy", "eval", "--n", "0"], "n (held-out problems)"), (["toy", "eval", "--batch-size", "0"], "batch_size"),
+             (["train", "es.sigmaa=1"], "unknown es key")]
+    capsys.readouterr()
+    for argv, msg in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1, (argv, err)

@@ -42,7 +42,10 @@ def test_eval_cli_end_to_end_and_resume(tiny_dir, tmp_path, shared_data, capsys)
     assert len(lines) == 5 and summary["n"] == 5 and summary["resumed"] == 0
     assert summary["task"]["name"] == "gsm8k" and "torch" in summary["versions"]
     rec = json.loads(lines[0])
-    assert set(rec) == {"id", "prompt", "completions", "extracted", "reference", "scores"}
+    assert set(rec) == {"id", "prompt", "completions", "extracted", "reference", "scores", "tokens", "capped",
+                        "mode_scores"}
+    assert set(summary["modes"]) == {"strict", "flexible"} and 0 <= summary["capped_share"] <= 1
+    assert "strict" in capsys.readouterr().out  # both modes printed side by side
     # the training reward scores the stored completions exactly as the evaluation did
     reward = tasks.TaskReward(tasks.get("gsm8k"))
     recs = [json.loads(line) for line in lines]
@@ -114,3 +117,42 @@ def test_sampled_evaluation_resumes_to_the_same_samples(tiny_dir, tmp_path):
     again = (tmp_path / "e" / "examples.jsonl").read_text().splitlines()
     by_id = lambda lines: {json.loads(x)["id"]: json.loads(x)["completions"] for x in lines}  # noqa: E731
     assert by_id(again) == by_id(full)
+
+
+def test_gsm8k_reports_strict_and_flexible_from_the_same_completions():
+    """A format gain must never read as a reasoning gain: each mode's accuracy and interval, exactly."""
+    from tinylora.evaluation import summarize, wilson_interval
+
+    task = tasks.get("gsm8k")
+    comps = ["so #### 7", "the answer is 7", "\\boxed{7}", "7", "#### 8", "it is 3 then 7 and stop"]
+    recs = [{"scores": [task.score(c, "7")], "mode_scores": {m: [v] for m, v in task.score_modes(c, "7").items()},
+             "tokens": [10 * (i + 1)], "capped": [i == 5]} for i, c in enumerate(comps)]
+    s = summarize(recs, 1)
+    assert s["modes"]["strict"]["accuracy"] == 1 / 6  # only "#### 7"
+    assert s["modes"]["flexible"]["accuracy"] == 5 / 6  # every reading but the wrong "#### 8"
+    assert s["modes"]["strict"]["ci95"] == list(wilson_interval(1, 6))
+    assert s["accuracy"] == s["modes"]["flexible"]["accuracy"]  # the task's default mode is flexible
+    assert s["mean_tokens"] == 35 and s["capped_share"] == 1 / 6
+
+
+def test_eval_refuses_bad_arguments_before_loading_the_model(tmp_path, capsys):
+    """--limit -3 evaluated 497 examples, --limit 0 reported on none; each is now one line, no model loaded."""
+    missing = str(tmp_path / "no-model")  # loading it would fail differently: nothing got that far
+    base = ["eval", "--model", missing, "--task", "gsm8k"]
+    cases = [(["--limit", "-3"], "limit must be a positive integer"), (["--limit", "0"], "limit must be"),
+             (["--samples", "2"], "needs a temperature"), (["--batch-size", "0"], "batch_size"),
+             (["--temperature", "nan"], "temperature"), (["--adapter", str(tmp_path / "none.safetensors")],
+                                                         "no such adapter file")]
+    for extra, msg in cases:
+        assert main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert msg in err and "cannot load model" not in err and len(err.strip().splitlines()) == 1, (extra, err)
+    (tmp_path / "not-an-adapter.safetensors").write_bytes(b"\0" * 32)
+    assert main(base + ["--adapter", str(tmp_path / "not-an-adapter.safetensors")]) == 2
+    assert "not a readable safetensors" in capsys.readouterr().err
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my own file")
+    assert main(base + ["--out", str(mine)]) == 2
+    assert "not an evaluation" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "my own file"
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]

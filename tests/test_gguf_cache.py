@@ -119,5 +119,5 @@ def test_cache_info_counts_the_gguf_copies(cache, gguf_file):
 
 
 def test_a_missing_gguf_file_is_named(tmp_path):
-    with pytest.raises(SystemExit, match="no GGUF file at"):
+    with pytest.raises(FileNotFoundError, match="no GGUF file at"):
         load_model(str(tmp_path / "nothing.gguf"))

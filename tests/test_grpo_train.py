@@ -184,3 +184,76 @@ def test_shipped_toy_config_is_the_default():
     path = Path(__file__).resolve().parents[1] / "configs" / "toy-grpo.yaml"
     assert TrainConfig.from_yaml(path) == TrainConfig()
     assert path.read_text().startswith("# tinylora train --config configs/toy-grpo.yaml")
+
+
+def _train(*argv):
+    from tinylora.cli import main
+
+    return main(["train", *argv])
+
+
+def test_a_resume_cannot_change_the_run_but_can_extend_it(tiny_run_setup, tmp_path, capsys):
+    """--resume RUN lr=0.5 rewrote config.yaml; algo=sft turned GRPO into SFT midway. Now only steps=N
+    (N ≥ the recorded steps) is taken, and the record says where each stretch began."""
+    cfg_for(tiny_run_setup, steps=4, checkpoint_every=10, lr=None).to_yaml(tmp_path / "c.yaml")
+    run = tmp_path / "run"
+    assert _train("--config", str(tmp_path / "c.yaml"), f"out_dir={run}") == 0
+    assert (run / "latest").read_text() == "ckpt-4"  # shorter than checkpoint_every: still extendable
+    recorded = (run / "config.yaml").read_bytes()
+    capsys.readouterr()
+    for argv, named in [(["lr=0.5"], "lr=0.5"), (["algo=sft", "steps=6"], "algo=sft"), (["steps=3"], "only extend"),
+                        (["steps=six"], "only extend"), (["--model", "toy"], "--model"), (["--algo", "sft"], "--algo"),
+                        (["--config", str(tmp_path / "c.yaml")], "--config")]:
+        assert _train("--resume", str(run), *argv) == 2, argv
+        err = capsys.readouterr().err
+        assert named in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert (run / "config.yaml").read_bytes() == recorded  # nothing of the record changed
+    resolved = json.loads((run / "resolved.json").read_text())
+    assert resolved["requested"]["lr"] is None and resolved["resolved"]["lr"] == 1e-2  # tinylora's default
+    assert resolved["requested"]["device"] == "auto" and resolved["resolved"]["device"] == "cpu"
+    assert resolved["resolved"]["rollout_engine"] == "tinylora" and len(resolved["stretches"]) == 1
+
+    assert _train("--resume", str(run), "steps=6") == 0
+    resolved = json.loads((run / "resolved.json").read_text())
+    assert [(s["from_step"], s["steps"]) for s in resolved["stretches"]] == [(0, 4), (4, 6)]
+    assert TrainConfig.from_yaml(run / "config.yaml").steps == 6
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == list(range(6))
+    # extended exactly: the adapter of a run configured for 6 steps from the start
+    assert _train("--config", str(tmp_path / "c.yaml"), f"out_dir={tmp_path / 'six'}", "steps=6") == 0
+    assert (run / "adapter.safetensors").read_bytes() == (tmp_path / "six" / "adapter.safetensors").read_bytes()
+
+    cfg_for(tiny_run_setup, steps=4, schedule="cosine").to_yaml(tmp_path / "cos.yaml")
+    (tmp_path / "cos").mkdir()
+    (tmp_path / "cos" / "config.yaml").write_bytes((tmp_path / "cos.yaml").read_bytes())
+    (tmp_path / "cos" / "latest").write_text("ckpt-4")
+    assert _train("--resume", str(tmp_path / "cos"), "steps=8") == 2
+    assert "cosine" in capsys.readouterr().err
+
+
+def test_run_directory_checks_come_before_the_model_loads(tmp_path, capsys):
+    cfg = TrainConfig(model=str(tmp_path / "no-such-model"), out_dir=str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    cfg.to_yaml(tmp_path / "run" / "config.yaml")  # a run that died before its first checkpoint
+    assert _train("--resume", str(tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint to resume from" in err and "cannot load model" not in err
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("mine")
+    assert _train(f"out_dir={mine}", f"model={tmp_path / 'no-such-model'}") == 2
+    assert "not a tinylora run (thesis.tex)" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+
+
+def test_the_method_can_be_switched_on_the_command_line():
+    from tinylora.train_config import apply_overrides
+
+    def cfg(*o):
+        return TrainConfig.from_dict(apply_overrides(TrainConfig().to_dict(), list(o)))
+
+    lora = cfg("adapter.method=lora", "steps=1")  # was: unknown field(s) ['budget', 'n_tie', 'tying', 'u']
+    assert lora.adapter["method"] == "lora" and "u" not in lora.adapter and lora.adapter_config().r == 2
+    assert cfg("adapter.r=1", "adapter.method=lora").adapter_config().r == 1  # either order
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['u'\] for method 'lora'"):
+        cfg("adapter.method=lora", "adapter.u=4")  # set on purpose: still an error
+    assert cfg("adapter.method=tinylora", "adapter.u=4").adapter["u"] == 4  # no switch: nothing dropped

@@ -218,3 +218,69 @@ def test_a_wrong_key_is_401_and_sigterm_exits_0(quick_backbone, tmp_path):
     assert client.completions.create(model="skill0", prompt=PROMPTS[0], max_tokens=8, temperature=0).choices
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
+
+
+def test_logprobs_are_the_models_own(server):
+    """logprobs returned null; now each token's log-prob is log_softmax of the adapted model's logits
+    at that position (checked against one teacher-forced forward), with the top alternatives."""
+    client, folder, base, _ = server
+    got = client.completions.create(model="skill1", prompt=PROMPTS[1], max_tokens=12, temperature=0, logprobs=3)
+    lp = got.choices[0].logprobs
+    model, tok = load_model(str(base)), load_tokenizer(str(base))
+    tinylora.load(model, folder / "skill1.safetensors")
+    prompt_ids = tok(PROMPTS[1])["input_ids"]
+    new = [tok.convert_tokens_to_ids(t) if len(t) == 1 else None for t in lp.tokens]
+    assert None not in new and "".join(lp.tokens) == got.choices[0].text  # one character per toy token
+    with torch.no_grad():
+        ref = torch.log_softmax(model(torch.tensor([prompt_ids + new])).logits[0].float(), -1)
+    for k, (t, v, top) in enumerate(zip(new, lp.token_logprobs, lp.top_logprobs)):
+        row = ref[len(prompt_ids) - 1 + k]
+        assert abs(v - float(row[t])) < 1e-4
+        assert len(top) == 3 and max(top.values()) == pytest.approx(v, abs=1e-6)  # greedy: the best one
+    assert lp.text_offset == [sum(len(x) for x in lp.tokens[:k]) for k in range(len(lp.tokens))]
+    chat = client.chat.completions.create(model="skill1", messages=[{"role": "user", "content": "1 + 2 ="}],
+                                          max_tokens=6, temperature=0, logprobs=True, top_logprobs=2)
+    content = chat.choices[0].logprobs.content
+    assert "".join(c.token for c in content) == chat.choices[0].message.content
+    assert all(len(c.top_logprobs) == 2 and c.logprob <= 0 for c in content)
+
+
+def test_prompt_lists_echo_and_streamed_usage(server):
+    client, _, base, _ = server
+    both = client.completions.create(model="skill0", prompt=PROMPTS[:2], max_tokens=8, temperature=0)
+    assert [c.index for c in both.choices] == [0, 1]
+    for c, p in zip(both.choices, PROMPTS[:2]):  # each prompt's choice is that prompt alone
+        assert c.text == client.completions.create(model="skill0", prompt=p, max_tokens=8, temperature=0).choices[0].text
+    echoed = client.completions.create(model="skill0", prompt=PROMPTS[0], max_tokens=8, temperature=0, echo=True)
+    assert echoed.choices[0].text == PROMPTS[0] + both.choices[0].text
+    parts = list(client.completions.create(model="skill0", prompt=PROMPTS[0], max_tokens=8, temperature=0,
+                                           stream=True, stream_options={"include_usage": True}))
+    assert parts[-1].choices == [] and all(p.usage is None for p in parts[:-1])
+    plain = client.completions.create(model="skill0", prompt=PROMPTS[0], max_tokens=8, temperature=0)
+    assert parts[-1].usage.model_dump() == plain.usage.model_dump()
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"presence_penalty": 0.5}, "presence_penalty"), ({"frequency_penalty": 1.0}, "frequency_penalty"),
+    ({"logit_bias": {"5": 10}}, "logit_bias"), ({"best_of": 3}, "best_of"), ({"suffix": "x"}, "suffix"),
+    ({"logprobs": 2, "stream": True}, "logprobs"), ({"logprobs": 1, "echo": True}, "echo"),
+    ({"logprobs": 9}, "logprobs"), ({"stream_options": {"include_usage": True}}, "stream_options"),
+    ({"guided_json": {}}, "guided_json"), ({"prompt": [[1, 2, 3]]}, "token-id"), ({"echo": "yes"}, "echo"),
+])
+def test_what_is_not_implemented_is_refused_by_name(server, extra, field):
+    client, _, _, _ = server
+    with pytest.raises(openai.BadRequestError, match=field):
+        client.completions.create(model="skill0", prompt=extra.get("prompt", PROMPTS[0]), max_tokens=4,
+                                  extra_body={k: v for k, v in extra.items() if k != "prompt"})
+
+
+def test_chat_refuses_tools_and_penalties(server):
+    client, _, _, _ = server
+    msgs = [{"role": "user", "content": "hi"}]
+    for extra, field in [({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+                         ({"presence_penalty": 1.0}, "presence_penalty"), ({"top_logprobs": 2}, "top_logprobs"),
+                         ({"response_format": {"type": "json_object"}}, "response_format")]:
+        with pytest.raises(openai.BadRequestError, match=field):
+            client.chat.completions.create(model="skill0", messages=msgs, max_tokens=4, extra_body=extra)
+    ok = client.chat.completions.create(model="skill0", messages=msgs, max_completion_tokens=3, temperature=0)
+    assert ok.usage.completion_tokens <= 3

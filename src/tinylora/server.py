@@ -5,7 +5,12 @@
     POST /v1/chat/completions   messages → the tokenizer's chat template → text
 
 A request picks its skill with ``model``: an adapter's file stem, or the base's name. Sampling:
-``max_tokens``, ``temperature`` (0 = greedy), ``top_p``, ``stop``, ``seed``, ``n``. Sample i of a
+``max_tokens`` (chat: or ``max_completion_tokens``), ``temperature`` (0 = greedy), ``top_p``, ``stop``,
+``seed``, ``n``. Also: ``logprobs`` (completions: 0–5 alternatives; chat: ``logprobs`` +
+``top_logprobs`` 0–20; the model's own log-softmax, before temperature and top-p; not with
+streaming), a list of up to 16 prompts, ``echo``, ``stream_options.include_usage``, ``user``
+(accepted, not used). Anything else (``presence_penalty`` ≠ 0, ``logit_bias``, ``best_of`` ≠ n,
+``suffix``, ``tools``, unknown fields) is refused with 400 naming it, never ignored. Sample i of a
 request with seed S draws from the stream ``stream_key(S, i)`` (the same stream
 ``generate_tokens(..., seeds=[stream_key(S, i)])`` uses), so a seeded completion is reproducible
 and equals generating with that adapter alone. Errors use OpenAI's shape ``{"error": {...}}``:
@@ -45,6 +50,48 @@ def _number(body: dict, key: str, default, kind, lo=None, hi=None):
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise HTTPError(400, f"{key} must be in [{lo}, {hi}], got {v!r}")
     return kind(v)
+
+
+# Every request field tinylora acts on; any other field is refused with 400 naming it, never ignored
+# (a client that asks for presence_penalty must not get an answer computed without it).
+_COMMON = {"model", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "stream", "stream_options",
+           "presence_penalty", "frequency_penalty", "logit_bias", "user"}
+COMPLETION_FIELDS = _COMMON | {"prompt", "logprobs", "echo", "best_of", "suffix"}
+CHAT_FIELDS = _COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs"}
+
+
+def _check_fields(body: dict, known: set[str]) -> None:
+    """Refuse fields we do not implement, and values of implemented ones that we cannot honour."""
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise HTTPError(400, f"unsupported field(s) {', '.join(unknown)}: tinylora serve does not implement them "
+                             "and refuses rather than ignores them")
+    for key in ("presence_penalty", "frequency_penalty"):
+        v = body.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not -2 <= v <= 2):
+            raise HTTPError(400, f"{key} must be a number in [-2, 2], got {v!r}")
+        if v:
+            raise HTTPError(400, f"{key}={v} is not supported (only 0): tinylora samples without penalties")
+    if body.get("logit_bias") not in (None, {}):
+        raise HTTPError(400, "logit_bias is not supported (only {} or null)")
+    if body.get("suffix") is not None:
+        raise HTTPError(400, "suffix (insertion) is not supported")
+    if body.get("user") is not None and not isinstance(body["user"], str):
+        raise HTTPError(400, "user must be a string")
+    opts = body.get("stream_options")
+    if opts is not None:
+        if not body.get("stream"):
+            raise HTTPError(400, "stream_options is only allowed with stream: true")
+        if not isinstance(opts, dict) or set(opts) - {"include_usage"} or not isinstance(
+                opts.get("include_usage", False), bool):
+            raise HTTPError(400, "stream_options supports only {include_usage: true|false}")
+    for key in ("stream", "echo"):
+        if body.get(key) is not None and not isinstance(body[key], bool):
+            raise HTTPError(400, f"{key} must be true or false, got {body[key]!r}")
+
+
+def _token_text(tok, ids: list[int]) -> list[str]:
+    return [tok.decode([i]) for i in ids]
 
 
 def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = None,
@@ -89,15 +136,26 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
         if seed is None:
             seed = secrets.randbits(63)
         seed = _number({"seed": seed}, "seed", 0, int, 0, 2**63 - 1)
+        if body.get("max_completion_tokens") is not None:
+            if body.get("max_tokens") is not None:
+                raise HTTPError(400, "give max_tokens or max_completion_tokens, not both")
+            body = {**body, "max_tokens": body["max_completion_tokens"]}
+        n = _number(body, "n", 1, int, 1, 16)
+        best_of = body.get("best_of")
+        if best_of is not None and (isinstance(best_of, bool) or best_of != n):
+            raise HTTPError(400, f"best_of={best_of!r} is not supported (only best_of = n, i.e. no reranking)")
         return {"max_tokens": _number(body, "max_tokens", 16, int, 1, max_tokens_limit),
                 "temperature": _number(body, "temperature", 1.0, float, 0.0, 2.0),
-                "top_p": _number(body, "top_p", 1.0, float, 1e-6, 1.0), "n": _number(body, "n", 1, int, 1, 16),
+                "top_p": _number(body, "top_p", 1.0, float, 1e-6, 1.0), "n": n,
                 "stop": stop, "seed": seed}
 
-    def submit(adapter: int, prompt_ids: list[int], s: dict) -> list[Request]:
-        reqs = [Request(adapter=adapter, prompt_ids=prompt_ids, max_tokens=s["max_tokens"],
-                        temperature=s["temperature"], top_p=s["top_p"], seed=stream_key(s["seed"], i),
-                        stop=s["stop"], timeout_s=request_timeout_s) for i in range(s["n"])]
+    def submit(adapter: int, prompts: list[list[int]], s: dict, logprobs: int | None = None) -> list[Request]:
+        """Prompt p's sample j is choice p·n + j, drawn from stream_key(seed, p·n + j)."""
+        n = s["n"]
+        reqs = [Request(adapter=adapter, prompt_ids=ids, max_tokens=s["max_tokens"],
+                        temperature=s["temperature"], top_p=s["top_p"], seed=stream_key(s["seed"], p * n + j),
+                        stop=s["stop"], timeout_s=request_timeout_s, logprobs=logprobs)
+                for p, ids in enumerate(prompts) for j in range(n)]
         done = []
         try:
             for r in reqs:
@@ -132,12 +190,13 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
                     break
         return out
 
-    def usage(prompt_ids: list[int], reqs: list[Request]) -> dict:
-        c = sum(len(r.tokens) for r in reqs)
-        return {"prompt_tokens": len(prompt_ids), "completion_tokens": c, "total_tokens": len(prompt_ids) + c}
+    def usage(prompts: list[list[int]], reqs: list[Request]) -> dict:
+        p, c = sum(len(ids) for ids in prompts), sum(len(r.tokens) for r in reqs)
+        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
-    async def stream(reqs: list[Request], http: HTTPRequest, make_chunk):
-        """Server-sent events: the samples' deltas as they come, then each finish, then [DONE]."""
+    async def stream(reqs: list[Request], http: HTTPRequest, make_chunk, final: dict | None = None):
+        """Server-sent events: the samples' deltas as they come, then each finish, then ``final`` (the
+        usage chunk, when stream_options.include_usage asks for it), then [DONE]."""
         pending = {i: r for i, r in enumerate(reqs)}
         try:
             while pending:
@@ -150,6 +209,8 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
                     else:
                         yield f"data: {json.dumps(make_chunk(i, '', value))}\n\n"
                         del pending[i]
+            if final is not None:
+                yield f"data: {json.dumps(final())}\n\n"
             yield "data: [DONE]\n\n"
         finally:
             for r in reqs:  # a client that left frees its rows
@@ -170,35 +231,68 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
         return {"object": "list", "data": [{"id": n, "object": "model", "created": now, "owned_by": "tinylora"}
                                            for n in [base_name] + registry.names]}
 
+    def wants_usage(body: dict) -> bool:
+        return bool((body.get("stream_options") or {}).get("include_usage"))
+
     @app.post("/v1/completions")
     async def completions(request: HTTPRequest):
         check_key(request)
         body = await _json(request)
+        _check_fields(body, COMPLETION_FIELDS)
         prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise HTTPError(400, "prompt must be a string (or a list holding one string)")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise HTTPError(400, "prompt must be a string or a non-empty list of strings (token-id prompts are "
+                                 "not supported)")
+        if len(prompts) > 16:
+            raise HTTPError(400, f"at most 16 prompts per request, got {len(prompts)}")
+        logprobs = body.get("logprobs")
+        if logprobs is not None:
+            logprobs = _number(body, "logprobs", 0, int, 0, 5)
+            if body.get("stream"):
+                raise HTTPError(400, "logprobs with stream: true is not supported; ask without streaming")
+            if body.get("echo"):
+                raise HTTPError(400, "echo with logprobs (the prompt's log-probs) is not supported")
         from .generation import prompt_special_tokens
 
         adapter, s = adapter_of(body.get("model")), sampling_of(body)
-        ids = encode(prompt, prompt_special_tokens(tok))
-        reqs = submit(adapter, ids, s)
+        ids = [encode(p, prompt_special_tokens(tok)) for p in prompts]
+        reqs = submit(adapter, ids, s, logprobs)
+        echo = (lambda i: prompts[i // s["n"]]) if body.get("echo") else (lambda i: "")
         cid, created, model = f"cmpl-{secrets.token_hex(8)}", int(time.time()), body["model"]
         if body.get("stream"):
+            started = set()
+
             def chunk(i, text, finish):
+                if i not in started:  # the echoed prompt leads the choice's first chunk
+                    started.add(i)
+                    text = echo(i) + text
                 return {"id": cid, "object": "text_completion", "created": created, "model": model,
                         "choices": [{"index": i, "text": text, "finish_reason": finish, "logprobs": None}]}
-            return StreamingResponse(stream(reqs, request, chunk), media_type="text/event-stream")
+
+            final = (lambda: {"id": cid, "object": "text_completion", "created": created, "model": model,
+                              "choices": [], "usage": usage(ids, reqs)}) if wants_usage(body) else None
+            return StreamingResponse(stream(reqs, request, chunk, final), media_type="text/event-stream")
         results = await collect(reqs, request)
+
+        def lp(r: Request):
+            if logprobs is None:
+                return None
+            pieces = _token_text(tok, [t for t, _, _ in r.token_logprobs])
+            offsets = [sum(len(x) for x in pieces[:k]) for k in range(len(pieces))]
+            return {"tokens": pieces, "token_logprobs": [v for _, v, _ in r.token_logprobs],
+                    "top_logprobs": [{tok.decode([a]): b for a, b in top} for _, _, top in r.token_logprobs]
+                    if logprobs else None, "text_offset": offsets}
+
         return {"id": cid, "object": "text_completion", "created": created, "model": model,
-                "choices": [{"index": i, "text": t, "finish_reason": f, "logprobs": None}
-                            for i, (t, f) in enumerate(results)], "usage": usage(ids, reqs)}
+                "choices": [{"index": i, "text": echo(i) + t, "finish_reason": f, "logprobs": lp(r)}
+                            for i, ((t, f), r) in enumerate(zip(results, reqs))], "usage": usage(ids, reqs)}
 
     @app.post("/v1/chat/completions")
     async def chat(request: HTTPRequest):
         check_key(request)
         body = await _json(request)
+        _check_fields(body, CHAT_FIELDS)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(
                 isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") in
@@ -206,22 +300,47 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
             raise HTTPError(400, "messages must be a non-empty list of {role: system|user|assistant, content: str}")
         if not getattr(tok, "chat_template", None):
             raise HTTPError(400, "this model's tokenizer has no chat template; use /v1/completions")
+        want = body.get("logprobs")
+        if want is not None and not isinstance(want, bool):
+            raise HTTPError(400, f"logprobs must be true or false, got {want!r}")
+        top = body.get("top_logprobs")
+        if top is not None:
+            top = _number(body, "top_logprobs", 0, int, 0, 20)
+            if not want:
+                raise HTTPError(400, "top_logprobs needs logprobs: true")
+        if want and body.get("stream"):
+            raise HTTPError(400, "logprobs with stream: true is not supported; ask without streaming")
+        logprobs = (top or 0) if want else None
         adapter, s = adapter_of(body.get("model")), sampling_of(body)
         text = tok.apply_chat_template([{"role": m["role"], "content": m["content"]} for m in messages],
                                        add_generation_prompt=True, tokenize=False)
-        ids = encode(text, False)
-        reqs = submit(adapter, ids, s)
+        ids = [encode(text, False)]
+        reqs = submit(adapter, ids, s, logprobs)
         cid, created, model = f"chatcmpl-{secrets.token_hex(8)}", int(time.time()), body["model"]
         if body.get("stream"):
             def chunk(i, text, finish):
                 delta = {"content": text} if text else ({} if finish else {"role": "assistant", "content": ""})
                 return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                         "choices": [{"index": i, "delta": delta, "finish_reason": finish}]}
-            return StreamingResponse(stream(reqs, request, chunk), media_type="text/event-stream")
+            final = (lambda: {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                              "choices": [], "usage": usage(ids, reqs)}) if wants_usage(body) else None
+            return StreamingResponse(stream(reqs, request, chunk, final), media_type="text/event-stream")
         results = await collect(reqs, request)
+
+        def entry(t: int, v: float) -> dict:
+            piece = tok.decode([t])
+            return {"token": piece, "logprob": v, "bytes": list(piece.encode())}
+
+        def lp(r: Request):
+            if logprobs is None:
+                return None
+            return {"content": [{**entry(t, v), "top_logprobs": [entry(a, b) for a, b in alts]}
+                                for t, v, alts in r.token_logprobs]}
+
         return {"id": cid, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f}
-                            for i, (t, f) in enumerate(results)], "usage": usage(ids, reqs)}
+                "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f,
+                             "logprobs": lp(r)} for i, ((t, f), r) in enumerate(zip(results, reqs))],
+                "usage": usage(ids, reqs)}
 
     @app.get("/health")
     async def health():
@@ -252,8 +371,8 @@ def serve(model_name: str, adapters: str, *, host: str = "127.0.0.1", port: int 
 
     from .loading import load_model, load_tokenizer
 
+    tokenizer = load_tokenizer(model_name)  # first: a folder without one is named before the slow load
     registry_model = load_model(model_name, dtype=dtype, device=device)
-    tokenizer = load_tokenizer(model_name)
     registry = Registry(registry_model, adapters)
     scheduler = Scheduler(registry_model, tokenizer, registry, max_batch=max_batch, max_queue=max_queue)
     base_name = model_name.rstrip("/").rsplit("/", 1)[-1]

@@ -124,6 +124,8 @@ class Request:
     finish_reason: str | None = None
     cancelled: bool = False
     key: tuple[torch.Tensor, torch.Tensor] | None = None  # the seed's stream key halves (set at the first sample)
+    logprobs: int | None = None  # None: none; k >= 0: each token's log-prob and the k most likely alternatives
+    token_logprobs: list[tuple[int, float, list[tuple[int, float]]]] = field(default_factory=list)
     created: float = field(default_factory=time.monotonic)
 
     def cancel(self) -> None:
@@ -300,6 +302,12 @@ class Scheduler:
                 tok = int(t)
             toks.append(tok)
             r.tokens.append(tok)
+            if r.logprobs is not None and tok != eos:
+                # the model's own distribution (raw logits, before temperature and top-p), as OpenAI reports it
+                lp = torch.log_softmax(lg[0].float(), -1)
+                top = lp.topk(r.logprobs) if r.logprobs else None
+                r.token_logprobs.append((tok, float(lp[tok]), [] if top is None else
+                                         list(zip(top.indices.tolist(), top.values.tolist()))))
             if tok == eos:
                 self._emit(r, final=True)
                 self._finish(r, "stop")

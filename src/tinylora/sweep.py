@@ -49,6 +49,7 @@ class SweepConfig:
         bad = [d for d in self.storage_dtypes if d not in STORAGE_DTYPES]
         if bad or not self.storage_dtypes:
             raise ValueError(f"storage_dtypes must be a non-empty subset of {STORAGE_DTYPES}, got {self.storage_dtypes}")
+        _check_keys({**_flat(self.base), **self.grid})
         for point in self.points():  # every point must be a valid TrainConfig, before anything runs
             cfg = point.config(self.out_dir)
             if self.select_split is not None and self.select_split == cfg.eval_split:
@@ -96,6 +97,29 @@ def _applicable(values: dict[str, Any], merged: dict[str, Any]) -> dict[str, Any
     return {k: v for k, v in values.items()
             if (not k.startswith("adapter.") or k[len("adapter."):] in known) and (k != "sft_source" or algo == "sft")
             and (not k.startswith("es.") or algo == "es")}
+
+
+def _check_keys(keys) -> None:
+    """A key that no method (``adapter.*``), no ES setting (``es.*``) or no config field has is a typo:
+    refused, naming the known ones, because :func:`_applicable` drops keys per point without a word."""
+    import dataclasses
+
+    from .config import CONFIG_CLASSES
+    from .train_config import ESConfig
+
+    adapter = set().union(*(_adapter_fields(m) for m in CONFIG_CLASSES))
+    es = {f.name for f in dataclasses.fields(ESConfig)}
+    top = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key in keys:
+        head, _, rest = key.partition(".")
+        if head == "task_args" and rest:  # the task's own options: the task checks them
+            continue
+        known = {"adapter": adapter, "es": es}.get(head) if rest else top
+        if known is None:
+            raise ValueError(f"sweep key {key!r}: {head!r} has no sub-keys (only adapter.*, es.* and task_args.* do)")
+        if (rest or key) not in known:
+            raise ValueError(f"unknown sweep key {key!r}; known{' ' + head + '.*' if rest else ''}: "
+                             f"{', '.join(sorted(known))}")
 
 
 def _adapter_fields(method: str) -> set[str]:

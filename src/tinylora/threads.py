@@ -54,3 +54,27 @@ def set_threads(threads: int | None) -> int:
             raise ValueError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+# The CPU features that decide which matmuls are fast (bf16 units, AMX tiles); recorded beside every
+# timing and run, since machines of one kind are not one CPU.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_features() -> dict:
+    """The CPU's model name and which of :data:`CPU_FLAGS` it has (from /proc/cpuinfo; empty elsewhere)."""
+    import platform
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return {"model": name, "flags": [f for f in CPU_FLAGS if f in flags]}

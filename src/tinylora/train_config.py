@@ -216,16 +216,31 @@ class TrainConfig:
         return cls.from_dict(apply_overrides(data, overrides))
 
 
+def _method_fields(method: Any) -> set[str]:
+    from .config import CONFIG_CLASSES
+
+    cls = CONFIG_CLASSES.get(method)
+    return {"method"} | ({f.name for f in dataclasses.fields(cls)} if cls else set())
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """``key=value`` pairs (values parsed as YAML; dotted keys reach into nested sections)."""
     import yaml
 
     data = dict(data)
+    pairs = []
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override must be key=value, got {item!r}")
-        value = yaml.safe_load(raw)
+        pairs.append((key, yaml.safe_load(raw)))
+    # a method switch first: the other adapter.* keys of the same command line then apply to the new method
+    pairs.sort(key=lambda kv: kv[0] != "adapter.method")
+    for key, value in pairs:
+        if key == "adapter.method" and isinstance(data.get("adapter"), dict) and value != data["adapter"].get("method"):
+            # the old method's own settings do not carry over (tinylora's u to lora); the shared ones
+            # (r, target_modules, …) do. A key the new method lacks, set on this command line, stays an error.
+            data["adapter"] = {k: v for k, v in data["adapter"].items() if k in _method_fields(value)}
         node = data
         parts = key.split(".")
         for p in parts[:-1]:

@@ -37,7 +37,28 @@ def get(name: str, **kwargs) -> Task:
     _load_builtin_extras()
     if name not in _REGISTRY:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(_REGISTRY)}")
-    return _REGISTRY[name](**kwargs)
+    cls = _REGISTRY[name]
+    known = _options(cls)
+    unknown = sorted(set(kwargs) - known)
+    if unknown:  # a misspelled option (mdoe=strict) must not be a traceback, nor be ignored
+        raise ValueError(f"unknown option(s) {unknown} for task {name!r}; known: {sorted(known)}")
+    return cls(**kwargs)
+
+
+def _options(cls) -> set[str]:
+    """The keyword options a task class takes, through the ``**kw`` it passes up to its bases."""
+    import inspect
+
+    out = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        out |= {p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return out
 
 
 def _load_builtin_extras() -> None:

@@ -146,6 +146,11 @@ class Task:
         """1.0 if the completion's final answer equals the reference, else 0.0."""
         raise NotImplementedError
 
+    def score_modes(self, completion: str, reference: str) -> dict[str, float]:
+        """Scores of one completion under each reading a task reports side by side (GSM8K: strict and
+        flexible, so a format gain is never mistaken for a reasoning gain); none by default."""
+        return {}
+
     def diagnostics(self, model, tokenizer) -> dict[str, float]:
         """Task-specific numbers logged with every training step (none by default); cheap, and
         computed on fixed training prompts, never on the evaluation split."""

@@ -49,6 +49,10 @@ class GSM8K(Task):
     def score(self, completion: str, reference: str) -> float:
         return float(numbers_equal(self.extract(completion), reference))
 
+    def score_modes(self, completion: str, reference: str) -> dict[str, float]:
+        """strict: only ``#### N`` counts (the asked-for format); flexible: any final-answer reading."""
+        return {m: float(numbers_equal(extract_final_number(completion, m), reference)) for m in ("strict", "flexible")}
+
     def reward(self, completion: str, reference: str) -> float:
         mode = "strict" if self.mode == "strict" else "marked"
         return float(numbers_equal(extract_final_number(completion, mode), reference))

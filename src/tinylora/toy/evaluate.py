@@ -38,8 +38,17 @@ def toy_report(model_path: str = "toy", n: int = 500, seed: int = 0, batch_size:
     """Accuracy on ``n`` held-out problems: greedy, temperature 1, forced step-by-step; and the style choice."""
     import torch
 
-    model = load_model(model_path)
+    from ..evaluation import check_eval_args
+
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n (held-out problems) must be a positive integer, got {n!r}")
+    check_eval_args(batch_size=batch_size, max_new_tokens=max_new_tokens)  # before the load
+    if adapter:
+        from ..adapter_file import read
+
+        read(adapter)
     tok = load_tokenizer(model_path)
+    model = load_model(model_path)
     if adapter:
         from ..adapter_file import load
 

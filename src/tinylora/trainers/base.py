@@ -95,9 +95,9 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         torch.manual_seed(cfg.seed)
         self.task = task if task is not None else tasks_mod.get(cfg.task, **cfg.task_args)  # before the slow load
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.model)  # first: fails fast
         self.model = (model if model is not None
                       else load_model(cfg.model, dtype=cfg.dtype, device=str(self.dist.device)))
-        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.model)
         self.reward = tasks_mod.TaskReward(self.task)
         attach(self.model, cfg.adapter_config())
         self.params = trainable_parameters(self.model)
@@ -251,6 +251,7 @@ class Trainer:
         if self.dist.is_main:
             (self.out / "config.yaml").write_text(cfg.to_yaml())
             (self.out / "versions.json").write_text(json.dumps(versions(), indent=2))
+            self.record_resolved(resume)
         before = self.evaluate("eval_before") if cfg.eval_before else None
 
         def on_stop_signal(signum, frame):  # Ctrl-C, or SIGTERM (torchrun stopping, a scheduler preempting)
@@ -283,8 +284,8 @@ class Trainer:
                     if self.dist.is_main:
                         print(f"\ninterrupted: checkpoint saved to {path}; continue with --resume {self.out}")
                     raise KeyboardInterrupt
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint(self.step)
+                if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps):
+                    self.save_checkpoint(self.step)  # the last step too: a finished run can be extended
         finally:
             if bar is not None:
                 bar.close()
@@ -297,6 +298,32 @@ class Trainer:
         after = self.evaluate("eval_after")
         summary = self.summarize(before, after, adapter_path) if self.dist.is_main else None
         return self.dist.broadcast(summary)
+
+    def resolved(self) -> dict[str, Any]:
+        """What the config's automatic values became in this process (``lr: null``, ``device: auto`` …)."""
+        from ..generation import resolve_engine
+
+        cfg = self.cfg
+        dev = next(self.model.parameters()).device
+        autocast = cfg.autocast == "bf16" or (cfg.autocast == "auto" and dev.type == "cuda")
+        return {"lr": cfg.learning_rate(), "device": str(dev), "dtype": cfg.dtype,
+                "rollout_engine": resolve_engine(self.model, cfg.rollout_engine),
+                "autocast": "bf16" if autocast else "off", "world_size": self.dist.world}
+
+    def record_resolved(self, resume: bool) -> None:
+        """``resolved.json``: the requested and the resolved values, and one entry per stretch of the run
+        (its first step, its steps, threads, CPU features and versions), so a resume is on the record."""
+        from ..threads import cpu_features
+
+        path = self.out / "resolved.json"
+        old = json.loads(path.read_text()) if resume and path.is_file() else {}
+        cfg = self.cfg
+        stretch = {"from_step": self.step, "steps": cfg.steps, "threads": torch.get_num_threads(),
+                   "cpu": cpu_features(), "versions": versions(),
+                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        record = {"requested": {k: getattr(cfg, k) for k in ("lr", "device", "dtype", "rollout_engine", "autocast")},
+                  "resolved": self.resolved(), "stretches": [*old.get("stretches", []), stretch]}
+        path.write_text(json.dumps(record, indent=2))
 
     def summarize(self, before: dict | None, after: dict, adapter_path: Path) -> dict[str, Any]:
         cfg = self.cfg
@@ -326,16 +353,70 @@ class Trainer:
         return summary
 
 
+# What a run directory holds (a fresh run may start in a folder holding only these, e.g. one that was
+# killed before its first step); anything else is the user's and is never written over.
+RUN_FILES = {"config.yaml", "resolved.json", "versions.json", "metrics.jsonl", "completions.jsonl", "latest",
+             "latest.tmp", "eval_before", "eval_after", "adapter.safetensors", "summary.json", "curves.png",
+             "sweep_point.json"}
+
+
+def _is_run_file(name: str) -> bool:
+    return name in RUN_FILES or name.startswith(("ckpt-", "eval_after_", "select_"))
+
+
 def check_run_dir(out: str | Path, resume: bool) -> None:
-    """Refuse, before anything slow, a new run into a run directory or a resume of a folder that is not one."""
+    """Refuse, before anything slow, a new run into a run directory or into a folder of other files,
+    and a resume of a folder that is not a run or has no checkpoint."""
     out = Path(out)
     if resume:
         if not (out / "config.yaml").is_file():
             raise ValueError(f"{out} is not a run directory (a run directory, written by tinylora train, holds config.yaml, "
                              "metrics.jsonl, ckpt-N/ checkpoints and a 'latest' pointer); nothing to resume")
+        if not (out / "latest").is_file():
+            raise ValueError(f"{out} has no checkpoint to resume from (no 'latest' file: the run stopped before its "
+                             "first checkpoint, or was made with checkpoint_every=0); start it again in a new out_dir")
     elif (out / "latest").exists() or (out / "metrics.jsonl").exists():
         raise ValueError(f"{out} already holds a run; resume it with --resume {out} (when it has a checkpoint), "
                          "or choose another out_dir")
+    elif out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {out} is a file, not a folder")
+    elif out.is_dir():
+        other = sorted(p.name for p in out.iterdir() if not _is_run_file(p.name))
+        if other:
+            shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
+            raise ValueError(f"out_dir {out} holds files that are not a tinylora run ({shown}); "
+                             "choose a new or empty folder")
+
+
+# Settings a resume may change: they cannot change the trained numbers' meaning (--threads is a
+# command-line option, warned about when it differs; steps only grows, and is recorded).
+def resumed_config(run: str | Path, overrides: list[str], flags: list[str] = ()) -> TrainConfig:
+    """The config a resume of ``run`` continues with: the recorded one, unchanged, except ``steps=N``
+    (N at least the recorded steps: the run is extended). Anything else is refused by name."""
+    run = Path(run)
+    check_run_dir(run, resume=True)
+    if flags:
+        raise ValueError(f"--resume continues {run} exactly as it was configured; {', '.join(flags)} would change "
+                         "it (a resume takes only steps=N, to extend the run, and --threads)")
+    cfg = TrainConfig.from_yaml(run / "config.yaml")
+    other = [o for o in overrides if o.partition("=")[0].strip() != "steps"]
+    if other:
+        raise ValueError(f"--resume continues {run} exactly as it was configured; {', '.join(other)} would change "
+                         "the run's record (a resume takes only steps=N, to extend the run, and --threads)")
+    if overrides:
+        import yaml
+
+        steps = yaml.safe_load(overrides[-1].partition("=")[2])
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < cfg.steps:
+            raise ValueError(f"steps={overrides[-1].partition('=')[2]}: a resume can only extend the run "
+                             f"(it was configured for {cfg.steps} steps)")
+        if steps != cfg.steps and cfg.schedule == "cosine":
+            raise ValueError(f"steps={steps}: the run's cosine schedule is set by its {cfg.steps} steps; extending it "
+                             "would change the learning rates of the steps still to come, so it is refused")
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), "steps": steps})
+    if Path(cfg.out_dir).resolve() != run.resolve():  # the folder was moved: it is still this run
+        cfg.out_dir = str(run)
+    return cfg
 
 
 def _main_thread() -> bool:
