@@ -4,7 +4,7 @@
     python benchmarks/attach.py --layers 4 # a quicker look
 
 Model: random weights with Qwen2.5-0.5B's exact shapes; every linear weight gets a few decaying
-singular-value spikes (tinylora.synthetic.with_spectrum) because plain random init has a flat
+singular-value spikes (tinylora.models.synthetic.with_spectrum) because plain random init has a flat
 spectrum where no top-2 is defined (../shared/FACTS.md). All figures are medians of ``--reps``
 timed runs after one warm-up; ratios are against the base model measured in the same run.
 """
@@ -21,8 +21,8 @@ import time
 import torch
 
 import tinylora
-from tinylora.svd import exact_top_r
-from tinylora.synthetic import qwen25_05b_config, with_spectrum
+from tinylora.adapters.svd import exact_top_r
+from tinylora.models.synthetic import qwen25_05b_config, with_spectrum
 
 
 def timed(fn, reps: int) -> float:

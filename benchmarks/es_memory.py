@@ -4,7 +4,7 @@ SmolLM2-135M-shaped model (random weights, the toy tokenizer), each in a fresh p
     python benchmarks/es_memory.py          # ≈ 3 min on 2 cores
 
 ES has no backward pass and no gradient buffers: its step is K members × B prompts of batched
-greedy generation (tinylora.multi), so its peak should be that of generating K·B rows. Reported:
+greedy generation (tinylora.adapters.multi), so its peak should be that of generating K·B rows. Reported:
 peak resident memory (ru_maxrss) of each process, and the same minus the process's resident
 memory right after the model loaded (what the step itself added).
 """
@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tinylora.synthetic import save_smollm2_shape
+from tinylora.models.synthetic import save_smollm2_shape
 
 CHILD = r'''
 import json, resource, sys, tempfile

@@ -33,7 +33,7 @@ ALGOS = {  # GRPO: the default run's settings; ES: those of the first ES run tha
 
 
 def accuracy(model, tokenizer, task, examples) -> float:
-    from tinylora.generation import generate_texts
+    from tinylora.generation.generate import generate_texts
 
     prompts = [task.prompt(e, tokenizer) for e in examples]
     texts = []
@@ -46,7 +46,7 @@ def run(name: str, params: int, algo: str, minutes: float, eval_every: float, mo
         overrides: dict) -> dict:
     import torch
 
-    from tinylora.train_config import TrainConfig
+    from tinylora.trainers.config import TrainConfig
     from tinylora.trainers import make_trainer
 
     spec = dict(ALGOS[algo])
@@ -132,7 +132,7 @@ def main() -> None:
     if not args.plot_only:
         import torch
 
-        from tinylora.train_config import apply_overrides
+        from tinylora.trainers.config import apply_overrides
 
         torch.set_num_threads(args.threads)
         overrides = apply_overrides({}, args.set)

@@ -49,7 +49,7 @@ def compare_engines(tr, max_new: int, cuda: bool) -> dict:
     """One rollout through each decode loop: tokens/s and whether the tokens agree."""
     import torch
 
-    from tinylora.generation import Sampling, generate_tokens
+    from tinylora.generation.generate import Sampling, generate_tokens
 
     prompts = [tr.task.prompt(e, tr.tokenizer) for e in tr.train_examples[:16]]
     seeds = list(range(len(prompts) * 4))
@@ -74,7 +74,7 @@ def compare_engines(tr, max_new: int, cuda: bool) -> dict:
 def main() -> None:
     import torch
 
-    from tinylora.train_config import TrainConfig
+    from tinylora.trainers.config import TrainConfig
     from tinylora.trainers import make_trainer
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -29,7 +29,7 @@ def peak_rss_mb() -> float:
 def run_ours(a) -> dict:
     import torch
 
-    from tinylora.train_config import TrainConfig
+    from tinylora.trainers.config import TrainConfig
     from tinylora.trainers.grpo import GRPOTrainer
 
     torch.set_num_threads(a.threads)
@@ -52,7 +52,7 @@ def run_trl(a) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from tinylora import tasks
-    from tinylora.loading import load_model, load_tokenizer
+    from tinylora.models.loading import load_model, load_tokenizer
 
     torch.set_num_threads(a.threads)
     task = tasks.get("arith")

@@ -1,4 +1,4 @@
-"""Population throughput: K adapters × B prompts in one batched generation (tinylora.multi), in one run
+"""Population throughput: K adapters × B prompts in one batched generation (tinylora.adapters.multi), in one run
 against the same rows on the base model alone and against one adapter at a time.
 
     python benchmarks/population.py                  # toy backbone, K=32 members × B=16 prompts, 2 threads
@@ -20,7 +20,7 @@ import time
 import torch
 
 import tinylora
-from tinylora.multi import adapter_table, per_row
+from tinylora.adapters.multi import adapter_table, per_row
 
 
 def timed(fn, reps: int) -> float:
@@ -35,12 +35,12 @@ def timed(fn, reps: int) -> float:
 
 def build(arch: str):
     if arch == "toy":
-        from tinylora.loading import load_model
+        from tinylora.models.loading import load_model
 
         return load_model("toy")
     from transformers import AutoModelForCausalLM
 
-    from tinylora.synthetic import smollm2_135m_config, with_spectrum
+    from tinylora.models.synthetic import smollm2_135m_config, with_spectrum
 
     model = AutoModelForCausalLM.from_config(smollm2_135m_config()).eval()
     with_spectrum(model, seed=0)
@@ -82,7 +82,7 @@ def main() -> None:
 
     @torch.inference_mode()
     def sequential():
-        from tinylora.multi import set_flat_values
+        from tinylora.adapters.multi import set_flat_values
 
         for k in range(K):
             set_flat_values(model, values[k])

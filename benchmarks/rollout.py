@@ -1,4 +1,4 @@
-"""Rollout throughput: our decode loop (tinylora.engine) against Hugging Face ``generate``, in one run.
+"""Rollout throughput: our decode loop (tinylora.generation.generate.engine) against Hugging Face ``generate``, in one run.
 
     python benchmarks/rollout.py                    # toy backbone at the default GRPO batch, then SmolLM2-135M shape
     python benchmarks/rollout.py --arch toy --reps 5
@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from tinylora.generation import Sampling, generate_tokens
+from tinylora.generation.generate import Sampling, generate_tokens
 
 
 def timed(fn, reps):
@@ -36,7 +36,7 @@ def timed(fn, reps):
 
 def toy_case():
     from tinylora import tasks
-    from tinylora.loading import load_model, load_tokenizer
+    from tinylora.models.loading import load_model, load_tokenizer
 
     model, tok = load_model("toy"), load_tokenizer("toy")
     task = tasks.get("arith")
@@ -47,7 +47,7 @@ def toy_case():
 def smollm2_case():
     from transformers import AutoModelForCausalLM
 
-    from tinylora.synthetic import smollm2_135m_config
+    from tinylora.models.synthetic import smollm2_135m_config
     from tinylora.toy.tokenizer import char_tokenizer
 
     cfg = smollm2_135m_config(eos_token_id=2, bos_token_id=1, pad_token_id=0)  # SmolLM2-135M

@@ -40,7 +40,7 @@ def write_adapters(base: str, folder: Path, k: int) -> int:
     import torch
 
     import tinylora
-    from tinylora.loading import load_model
+    from tinylora.models.loading import load_model
 
     model = load_model(base)
     tinylora.attach(model, tinylora.TinyLoRAConfig(u=13, tying="all"))
@@ -129,7 +129,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         base_path = "toy"
         if args.arch == "smollm2":
-            from tinylora.synthetic import save_smollm2_shape
+            from tinylora.models.synthetic import save_smollm2_shape
 
             base_path = str(Path(d) / "smollm2")
             save_smollm2_shape(Path(base_path))

@@ -30,9 +30,9 @@ DEFAULT_ADAPTERS = [
 def probe(model_path: str, adapter: dict, steps: int, lr: float, lam: float, n_eval: int) -> dict:
     import tinylora
     from tinylora.evaluation import evaluate
-    from tinylora.loading import load_model, load_tokenizer
-    from tinylora.toy.arith import problems
-    from tinylora.toy.task import ArithTask
+    from tinylora.models.loading import load_model, load_tokenizer
+    from tinylora.tasks.arith_problems import problems
+    from tinylora.tasks.arith import ArithTask
 
     torch.manual_seed(0)
     model, tok = load_model(model_path), load_tokenizer(model_path)

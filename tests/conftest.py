@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tinylora.synthetic import tiny_model
+from tinylora.models.synthetic import tiny_model
 
 ARCHS = ["qwen2", "llama", "gpt2"]
 

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from tinylora.cli import main
+from tinylora.cli.main import main
 from tinylora.trainers.base import Trainer
 
 

@@ -100,7 +100,7 @@ def test_rejects_other_architecture_and_sizes(tmp_path):
     msg = str(e.value)  # real examples both ways, never an empty list
     assert "in the file, not here: ['model.layers.0." in msg and "here, not in the file: ['transformer.h.0." in msg
     assert "[]" not in msg
-    from tinylora.adapter_file import _module_mismatch
+    from tinylora.adapters.file import _module_mismatch
 
     assert "same modules in another order (first difference at #1: file 'b', here 'c')" in _module_mismatch(
         ["a", "b", "c"], ["a", "c", "b"])
@@ -138,7 +138,7 @@ def test_rejects_unknown_version_foreign_files_and_nan(tmp_path):
 
     def poison(meta, tensors):
         tensors["v"][0, 0] = float("nan")
-        meta["payload_sha256"] = tinylora.adapter_file._payload_digest(tensors)
+        meta["payload_sha256"] = tinylora.adapters.file._payload_digest(tensors)
 
     rewrite_metadata(path, tmp_path / "nan.safetensors", poison)
     with pytest.raises(AdapterError, match="NaN/inf"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tinylora
-from tinylora.cli import main
+from tinylora.cli.main import main
 from conftest import logits, tokens
 
 
@@ -53,12 +53,12 @@ def test_console_script_help():
 
 
 def test_train_refuses_bad_input_before_loading_the_model(tmp_path, capsys, monkeypatch):
-    import tinylora.loading
+    import tinylora.models.loading
 
     def no_load(*a, **k):
         raise AssertionError("the model was loaded before the input was checked")
 
-    monkeypatch.setattr(tinylora.loading, "load_model", no_load)
+    monkeypatch.setattr(tinylora.models.loading, "load_model", no_load)
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.jsonl").write_text("{}\n")
@@ -76,7 +76,7 @@ def test_train_refuses_bad_input_before_loading_the_model(tmp_path, capsys, monk
 
 
 def test_train_common_options_are_overrides(tmp_path):
-    from tinylora.cli import build_parser, train_config_from_args
+    from tinylora.cli.main import build_parser, train_config_from_args
 
     parse = build_parser().parse_args
     cfg = train_config_from_args(parse(["train", "--model", "m", "--task", "gsm8k", "--out", str(tmp_path / "r"),
@@ -88,20 +88,20 @@ def test_train_common_options_are_overrides(tmp_path):
 
 
 def test_help_is_instant_without_torch():
-    code = ("import sys, contextlib, io\nfrom tinylora.cli import main\n"
+    code = ("import sys, contextlib, io\nfrom tinylora.cli.main import main\n"
             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n    main(['train', '--help'])\n"
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'help imported torch'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_subpackages_are_attributes():
-    code = "import tinylora; assert tinylora.tasks.get('arith', n_test=1).name == 'arith'; tinylora.toy.arith.problems"
+    code = "import tinylora; assert tinylora.tasks.get('arith', n_test=1).name == 'arith'; tinylora.tasks.arith_problems.problems"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_api_names_survive_submodule_imports():
-    code = ("import tinylora, tinylora.exporting, tinylora.cli, tinylora.model\n"
-            "assert callable(tinylora.export) and tinylora.export.__module__ == 'tinylora.exporting'\n"
+    code = ("import tinylora, tinylora.adapters.export, tinylora.cli.main, tinylora.adapters.model\n"
+            "assert callable(tinylora.export) and tinylora.export.__module__ == 'tinylora.adapters.export'\n"
             "assert callable(tinylora.attach) and callable(tinylora.load)\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -1,7 +1,7 @@
 import pytest
 
 import tinylora
-from tinylora.config import config_from_dict, config_from_yaml
+from tinylora.adapters.config import config_from_dict, config_from_yaml
 
 
 @pytest.mark.parametrize("cfg", [

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import tinylora
-from tinylora import seeding
-from tinylora.layers import AdaptedLinear
+from tinylora._core import seeding
+from tinylora.adapters.layers import AdaptedLinear
 from conftest import ARCHS, logits, make_model, tokens
 
 METHODS = {

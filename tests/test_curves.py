@@ -1,4 +1,4 @@
-from tinylora.curves import BARS, sparkline, write_curves_png
+from tinylora.trainers.curves import BARS, sparkline, write_curves_png
 
 
 def test_sparkline_bins_and_scales():

@@ -110,7 +110,7 @@ def test_unparsable_completion_still_scores_zero():
 
 
 def test_missing_dependency_is_one_cli_line(no_math_verify, capsys, tmp_path):
-    from tinylora.cli import main
+    from tinylora.cli.main import main
 
     rc = main(["eval", "--model", "toy", "--task", "math500", "--data-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tinylora.distributed import Dist
+from tinylora._core.distributed import Dist
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,7 +43,7 @@ def test_shards_cover_every_item_once_in_order():
 
 
 def test_device_resolution_refuses_what_is_not_there():
-    from tinylora.distributed import resolve_device
+    from tinylora._core.distributed import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
@@ -53,7 +53,7 @@ def test_device_resolution_refuses_what_is_not_there():
     for bad in ("tpu", "cuda:x"):
         with pytest.raises(ValueError, match="device must be"):
             resolve_device(bad)
-    from tinylora.train_config import TrainConfig
+    from tinylora.trainers.config import TrainConfig
 
     with pytest.raises(ValueError, match="device must be"):  # refused when the config is read, not at launch
         TrainConfig(device="gpu")
@@ -61,7 +61,7 @@ def test_device_resolution_refuses_what_is_not_there():
 
 @pytest.fixture(scope="module")
 def task_file(tmp_path_factory):
-    from tinylora.toy.arith import problems
+    from tinylora.tasks.arith_problems import problems
 
     path = tmp_path_factory.mktemp("dist") / "prompts.jsonl"
     path.write_text("".join(json.dumps({"prompt": f"Q: {p.question}\nA:", "answer": str(p.answer)}) + "\n"

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import tinylora
-from tinylora.generation import Sampling, generate_tokens
-from tinylora.loading import load_model, load_tokenizer
-from tinylora.multi import adapter_table, per_row
+from tinylora.generation.generate import Sampling, generate_tokens
+from tinylora.models.loading import load_model, load_tokenizer
+from tinylora.adapters.multi import adapter_table, per_row
 from tinylora.toy.tokenizer import char_tokenizer
 from conftest import ARCHS, make_model
 from test_grpo_train import tiny_run_setup  # noqa: F401  (fixture)
@@ -106,7 +106,7 @@ def test_a_training_run_is_the_same_on_either_engine(tiny_run_setup, tmp_path):
 
 
 def test_cuda_graphs_need_a_cuda_device(toy):
-    from tinylora.engine import decode_static
+    from tinylora.generation.engine import decode_static
 
     model, tok = toy
     enc = tok(PROMPTS[:2], return_tensors="pt", padding=True)

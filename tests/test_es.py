@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tinylora
-from tinylora.train_config import ESConfig, TrainConfig
+from tinylora.trainers.config import ESConfig, TrainConfig
 from tinylora.trainers import make_trainer
 from tinylora.trainers.base import format_report
 from tinylora.trainers.es import ESTrainer, antithetic_gradient, centred_ranks
@@ -85,7 +85,7 @@ def test_es_resume_gives_the_uninterrupted_run(tiny_run_setup, tmp_path, method)
     resumed = make_trainer(es_cfg(tiny_run_setup, tmp_path / "b", method, steps=6, checkpoint_every=3,
                                   es={"eval_every": 2, "keep_best": True}), progress=False)
     resumed.train(resume=True)
-    from tinylora.multi import flat_values
+    from tinylora.adapters.multi import flat_values
 
     scored = [m["select_accuracy"] for m in map(json.loads, (tmp_path / "a" / "run" / "metrics.jsonl").read_text()
                                                           .splitlines()) if "select_accuracy" in m]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tinylora import tasks
-from tinylora.cli import main
+from tinylora.cli.main import main
 from tinylora.evaluation import pass_at_k, wilson_interval
 from tinylora.toy.tokenizer import char_tokenizer
 from conftest import make_model
@@ -70,7 +70,7 @@ def test_eval_cli_end_to_end_and_resume(tiny_dir, tmp_path, shared_data, capsys)
 
 
 def test_prompt_uses_chat_template_with_recorded_wording(tiny_dir):
-    from tinylora.loading import load_tokenizer
+    from tinylora.models.loading import load_tokenizer
 
     tok = load_tokenizer(str(tiny_dir))
     task = tasks.get("gsm8k", system="You are exact.", template="Solve: {question}")
@@ -86,7 +86,7 @@ def test_prompt_uses_chat_template_with_recorded_wording(tiny_dir):
 
 def test_sampled_pass_at_k(tiny_dir, tmp_path):
     from tinylora.evaluation import evaluate
-    from tinylora.loading import load_model, load_tokenizer
+    from tinylora.models.loading import load_model, load_tokenizer
 
     f = tmp_path / "t.jsonl"
     f.write_text("".join(json.dumps({"prompt": f"say {c}", "answer": c}) + "\n" for c in "abc"))
@@ -103,7 +103,7 @@ def test_sampled_pass_at_k(tiny_dir, tmp_path):
 
 def test_sampled_evaluation_resumes_to_the_same_samples(tiny_dir, tmp_path):
     from tinylora.evaluation import evaluate
-    from tinylora.loading import load_model, load_tokenizer
+    from tinylora.models.loading import load_model, load_tokenizer
 
     f = tmp_path / "t.jsonl"
     f.write_text("".join(json.dumps({"prompt": f"say {c}", "answer": c}) + "\n" for c in "abcde"))

@@ -79,8 +79,8 @@ def test_full_update_cannot_be_a_lora(tmp_path):
 def test_cli_merged_export_loads_on_its_own(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tinylora.cli import main
-    from tinylora.loading import load_model
+    from tinylora.cli.main import main
+    from tinylora.models.loading import load_model
 
     model = load_model("toy")
     tinylora.attach(model, tinylora.TinyLoRAConfig(u=1), progress=False)

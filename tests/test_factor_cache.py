@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import tinylora
-from tinylora import factor_cache
-from tinylora.factor_cache import cached_top_r, weight_key
-from tinylora.svd import top_r
+from tinylora._core import cache as factor_cache
+from tinylora.adapters.factors import cached_top_r, weight_key
+from tinylora.adapters.svd import top_r
 from conftest import make_model
 
 
@@ -59,7 +59,7 @@ def test_a_corrupt_file_is_ignored_with_a_warning_and_rewritten(cache, caplog):
     cached_top_r(W, 2)
     (path,) = files(cache)
     path.write_bytes(b"not a safetensors file")
-    with caplog.at_level(logging.WARNING, logger="tinylora.factor_cache"):
+    with caplog.at_level(logging.WARNING, logger="tinylora.adapters.factors"):
         f = cached_top_r(W, 2)
     assert f.method != "cached" and "unreadable" in caplog.text
     assert cached_top_r(W, 2).method == "cached"  # rewritten: the next attach hits
@@ -76,7 +76,7 @@ def test_factors_that_do_not_fit_the_weight_are_refused(cache, caplog):
     t = load_file(path)
     t.update({"U": wrong.U, "S": wrong.S, "Vh": wrong.Vh})
     save_file(t, path)
-    with caplog.at_level(logging.WARNING, logger="tinylora.factor_cache"):
+    with caplog.at_level(logging.WARNING, logger="tinylora.adapters.factors"):
         f = cached_top_r(W, 2)
     assert f.method != "cached" and "fails the check" in caplog.text
     torch.testing.assert_close(f.S, top_r(W, 2).S)

@@ -6,8 +6,9 @@ import logging
 import pytest
 import torch
 
-from tinylora import factor_cache, gguf_cache
-from tinylora.loading import load_model, load_tokenizer
+from tinylora._core import cache as factor_cache
+from tinylora.models import gguf as gguf_cache
+from tinylora.models.loading import load_model, load_tokenizer
 from tiny_gguf import write_tiny_llama_gguf
 
 
@@ -94,7 +95,7 @@ def test_a_damaged_copy_is_rebuilt_with_a_warning(cache, gguf_file, monkeypatch,
         st.write_bytes(st.read_bytes()[:1000])
     else:
         (entry / "meta.json").unlink()
-    with caplog.at_level(logging.WARNING, logger="tinylora.gguf_cache"):
+    with caplog.at_level(logging.WARNING, logger="tinylora.models.gguf"):
         again = load_model(str(gguf_file))
     assert "rebuilding" in caplog.text
     assert same_weights(again, ref_model)
@@ -107,7 +108,7 @@ def test_no_cache_and_an_unwritable_cache_load_the_gguf_directly(cache, gguf_fil
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
     monkeypatch.setenv("TINYLORA_CACHE_DIR", str(blocker))
-    with caplog.at_level(logging.WARNING, logger="tinylora.gguf_cache"):
+    with caplog.at_level(logging.WARNING, logger="tinylora.models.gguf"):
         m = load_model(str(gguf_file))
     assert "cannot write" in caplog.text and same_weights(m, ref_model)
 

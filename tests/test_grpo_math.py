@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tinylora.grpo import aggregate, group_advantages, k3_kl, policy_loss, token_logprobs
+from tinylora.trainers.losses import aggregate, group_advantages, k3_kl, policy_loss, token_logprobs
 
 
 def test_group_advantages_by_hand():

@@ -5,13 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 import tinylora
-from tinylora.train_config import TrainConfig
+from tinylora.trainers.config import TrainConfig
 from tinylora.trainers.base import build_batch, format_report
 from tinylora.trainers.grpo import GRPOTrainer
 from tinylora.toy.tokenizer import char_tokenizer
@@ -148,7 +147,7 @@ def test_resume_after_kill_gives_the_same_adapter(tiny_run_setup, tmp_path, algo
 
 
 def test_config_round_trip_and_overrides(tmp_path):
-    from tinylora.train_config import apply_overrides
+    from tinylora.trainers.config import apply_overrides
 
     cfg = TrainConfig()
     cfg.to_yaml(tmp_path / "c.yaml")
@@ -165,7 +164,7 @@ def test_config_round_trip_and_overrides(tmp_path):
 
 def test_config_numbers_written_like_1e_2_are_numbers(tmp_path):
     # YAML 1.1 reads 1e-2 (no dot) as a string; a user writing lr=1e-2 means a number.
-    from tinylora.train_config import apply_overrides
+    from tinylora.trainers.config import apply_overrides
 
     c = TrainConfig.from_dict(apply_overrides({}, ["lr=1e-2", "temperature=1", "steps=3"]))
     assert c.lr == 0.01 and type(c.temperature) is float and c.steps == 3
@@ -187,7 +186,7 @@ def test_shipped_toy_config_is_the_default():
 
 
 def _train(*argv):
-    from tinylora.cli import main
+    from tinylora.cli.main import main
 
     return main(["train", *argv])
 
@@ -246,7 +245,7 @@ def test_run_directory_checks_come_before_the_model_loads(tmp_path, capsys):
 
 
 def test_the_method_can_be_switched_on_the_command_line():
-    from tinylora.train_config import apply_overrides
+    from tinylora.trainers.config import apply_overrides
 
     def cfg(*o):
         return TrainConfig.from_dict(apply_overrides(TrainConfig().to_dict(), list(o)))

@@ -4,8 +4,8 @@ import hashlib
 
 import pytest
 
-from tinylora import model_catalog
-from tinylora.cli import main
+from tinylora.models import catalog as model_catalog
+from tinylora.cli.main import main
 
 
 def _fake_dist(site, name: str, rel: str, data: bytes) -> None:

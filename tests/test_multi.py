@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import tinylora
-from tinylora.generation import Sampling, generate_tokens
-from tinylora.multi import adapter_table, flat_values, per_row, per_row_active, set_flat_values
+from tinylora.generation.generate import Sampling, generate_tokens
+from tinylora.adapters.multi import adapter_table, flat_values, per_row, per_row_active, set_flat_values
 from conftest import ARCHS, make_model
 
 CONFIGS = {
@@ -93,7 +93,7 @@ def test_generation_with_kv_cache_matches_each_adapter_alone(arch, method):
 def test_sampled_tokens_equal_sequential_generation(quick_backbone):
     """The ES population path (rows = members, same prompts and seeds) against one member at a time
     through the ordinary merged generation."""
-    from tinylora.loading import load_model, load_tokenizer
+    from tinylora.models.loading import load_model, load_tokenizer
 
     model = load_model(str(quick_backbone))
     tok = load_tokenizer(str(quick_backbone))

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tinylora import seeding
+from tinylora._core import seeding
 
 GOLDEN_P = [-0.23552916944026947, 0.09847820550203323, 0.7846199870109558, -1.8376139402389526,
             -0.9517641663551331, -2.168499708175659, 0.6330708265304565, 1.9430735111236572]
@@ -46,7 +46,7 @@ def test_sign_vector():
 
 
 def test_counter_uniform_is_per_row_and_uniform():
-    from tinylora.seeding import counter_uniform, key_halves
+    from tinylora._core.seeding import counter_uniform, key_halves
 
     seeds = list(range(50_000))
     hi, lo = key_halves(seeds)
@@ -66,7 +66,7 @@ def test_counter_uniform_is_per_row_and_uniform():
 
 
 def test_seeded_sampler_draws_from_the_distribution():
-    from tinylora.generation import Sampling, SeededSampler
+    from tinylora.generation.generate import Sampling, SeededSampler
 
     n = 40_000
     scores = torch.tensor([[0.0, 1.0, 2.0, float("-inf"), 0.5]]).repeat(n, 1)

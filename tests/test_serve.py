@@ -17,9 +17,9 @@ import pytest
 import torch
 
 import tinylora
-from tinylora.generation import Sampling, generate_tokens
-from tinylora.loading import load_model, load_tokenizer
-from tinylora.seeding import stream_key
+from tinylora.generation.generate import Sampling, generate_tokens
+from tinylora.models.loading import load_model, load_tokenizer
+from tinylora._core.seeding import stream_key
 
 import openai  # noqa: E402  (declared in the [test] extra)
 
@@ -181,8 +181,8 @@ def test_a_full_queue_is_429_at_any_speed(quick_backbone, tmp_path):
 
     import uvicorn
 
-    from tinylora.server import create_app
-    from tinylora.serving import Registry, Request, Scheduler
+    from tinylora.serve.http import create_app
+    from tinylora.serve.scheduler import Registry, Request, Scheduler
 
     folder = tmp_path / "a"
     make_adapters(quick_backbone, folder, 1)

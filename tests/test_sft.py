@@ -7,7 +7,7 @@ import torch
 
 import tinylora
 from tinylora.trainers.sft import SFTTrainer, sft_loss
-from tinylora.train_config import TrainConfig
+from tinylora.trainers.config import TrainConfig
 from tinylora.trainers import make_trainer
 from tinylora.trainers.base import build_batch
 from tinylora.trainers.grpo import GRPOTrainer

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tinylora.svd import canonicalize_signs, exact_top_r, top_r
+from tinylora.adapters.svd import canonicalize_signs, exact_top_r, top_r
 
 
 def decaying(m, n, alpha=0.5, seed=0, dtype=torch.float32):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tinylora.sweep import SweepConfig, best_curves, parse_shard, run_sweep, report
+from tinylora.trainers.sweep import SweepConfig, best_curves, parse_shard, run_sweep, report
 
 
 def test_grid_expands_to_every_valid_combination():
@@ -125,7 +125,7 @@ def test_dotted_adapter_key_alone_uses_the_default_adapter():
 
 
 def test_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path):
-    from tinylora.train_config import TrainConfig
+    from tinylora.trainers.config import TrainConfig
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: 3\nlr: [1, 2\nseed: 0\n")

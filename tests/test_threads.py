@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from tinylora.threads import available_cores, threads_per_rank
+from tinylora._core.threads import available_cores, threads_per_rank
 
-PROBE = ("import os, sys\nimport tinylora.threads as t\nfrom tinylora.cli import main\nseen = []\n"
+PROBE = ("import os, sys\nimport tinylora._core.threads as t\nfrom tinylora.cli.main import main\nseen = []\n"
          "real = t.apply_wait_policy\n"
          "t.apply_wait_policy = lambda: (seen.append('torch' in sys.modules), real())[1]  # observe when it runs\n"
          "main(['inspect', '/nonexistent.safetensors'])\n"

@@ -7,7 +7,7 @@ import torch
 import pytest
 
 from tinylora import tasks
-from tinylora.toy.arith import ArithConfig, Problem, problems
+from tinylora.tasks.arith_problems import ArithConfig, Problem, problems
 from tinylora.toy.tokenizer import char_tokenizer
 
 
@@ -156,7 +156,7 @@ def test_named_sizes_and_bad_configs():
 
 
 def test_toy_pretrain_cli_resume_takes_no_other_options(tmp_path, capsys):
-    from tinylora.cli import main
+    from tinylora.cli.main import main
 
     assert main(["toy", "pretrain", "--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "not a pretraining run" in capsys.readouterr().err
@@ -205,7 +205,7 @@ def test_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
 
 def test_a_resume_may_change_threads_and_the_record_says_where(tmp_path, monkeypatch, capsys):
-    from tinylora.cli import main
+    from tinylora.cli.main import main
     from tinylora.toy import backbone
 
     run = tmp_path / "run"
@@ -237,7 +237,7 @@ def test_style_probability_matches_the_greedy_first_token():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tinylora.toy.backbone import shipped_path
-    from tinylora.toy.evaluate import style_probability
+    from tinylora.tasks.arith import style_probability
 
     model, tok = AutoModelForCausalLM.from_pretrained(shipped_path()), AutoTokenizer.from_pretrained(shipped_path())
     s = style_probability(model, tok, n=8)
@@ -252,7 +252,7 @@ def test_style_probability_matches_the_greedy_first_token():
 def test_arith_diagnostics_track_the_style_choice_on_train_prompts(quick_backbone):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tinylora.toy.evaluate import style_probability
+    from tinylora.tasks.arith import style_probability
 
     model, tok = AutoModelForCausalLM.from_pretrained(quick_backbone), AutoTokenizer.from_pretrained(quick_backbone)
     model.train()
@@ -264,7 +264,7 @@ def test_arith_diagnostics_track_the_style_choice_on_train_prompts(quick_backbon
 
 
 def test_the_console_prints_our_warnings_as_one_line(tmp_path):
-    from tinylora import cli
+    from tinylora.cli import main as cli
     from tinylora.toy import backbone as ours
 
     assert cli._one_line_warning("resuming x", UserWarning, ours.__file__, 7) == "tinylora: warning: resuming x\n"

@@ -1,7 +1,7 @@
 import pytest
 
 import tinylora
-from tinylora.tying import assign_groups, n_tie_for_budget, num_groups
+from tinylora.adapters.tying import assign_groups, n_tie_for_budget, num_groups
 from conftest import make_model
 
 TYPES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

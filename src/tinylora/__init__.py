@@ -8,7 +8,7 @@
     tinylora.save(model, "skill.safetensors", dtype="bf16"); tinylora.load(model, "skill.safetensors")
 
 Names are imported on first use (PEP 562), so ``tinylora --help`` and argument errors do not wait
-for torch and transformers; subpackages (``tinylora.tasks``, ``tinylora.toy``, …) are attributes.
+for torch and transformers; the layers (``tinylora.adapters``, ``tinylora.tasks``, …) are attributes.
 """
 
 from __future__ import annotations
@@ -18,17 +18,20 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "adapter_file": ("AdapterError", "AdapterInfo", "load", "read", "save"),
-    "config": ("AdapterConfig", "FullConfig", "LoRAConfig", "LoRAXSConfig", "TinyLoRAConfig", "config_from_dict",
-               "config_from_yaml"),
-    "exporting": ("export",),  # the module is not named `export`: importing it would shadow the function
-    "multi": ("adapter_table", "flat_values", "per_row", "set_flat_values"),
-    "model": ("adapted_modules", "attach", "delta_weights", "detach", "disabled", "merge", "merged", "num_trainable",
-              "trainable_parameters", "unmerge", "update_bytes"),
+    "_core.errors": ("TinyLoRAError",),
+    "models.catalog": ("ModelNotInstalled",),
+    "adapters.file": ("AdapterError", "AdapterInfo", "load", "read", "save"),
+    "adapters.config": ("AdapterConfig", "FullConfig", "LoRAConfig", "LoRAXSConfig", "TinyLoRAConfig",
+                        "config_from_dict", "config_from_yaml"),
+    "adapters.export": ("export",),
+    "adapters.multi": ("adapter_table", "flat_values", "per_row", "set_flat_values"),
+    "adapters.model": ("adapted_modules", "attach", "delta_weights", "detach", "disabled", "merge", "merged",
+                       "num_trainable", "trainable_parameters", "unmerge", "update_bytes"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-_SUBMODULES = ("tasks", "toy", "exporting", "evaluation", "trainers", "sweep", "distributed", "loading", "generation", "grpo", "multi",
-               "rollout", "svd", "seeding", "tying", "layers", "fingerprint", "synthetic", "train_config", "cli")
+# the layers, outermost last (see tests/test_layers.py): _core ← adapters, models, tasks ← generation ←
+# evaluation, serve ← trainers, toy ← cli
+_SUBMODULES = ("adapters", "models", "tasks", "generation", "evaluation", "serve", "trainers", "toy", "cli")
 
 __all__ = sorted(_WHERE)
 

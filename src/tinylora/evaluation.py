@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .seeding import stream_key
+from ._core.seeding import stream_key
 from .tasks.base import Task
 
 
@@ -74,7 +74,7 @@ def _read_done(path: Path) -> dict[str, dict]:
 
 def _complete(model, tokenizer, prompts, samples, temperature, max_new_tokens, seeds, engine):
     """Completions as text, and per completion (tokens generated, whether it hit max_new_tokens)."""
-    from .generation import Sampling, generate_tokens
+    from .generation.generate import Sampling, generate_tokens
 
     g = generate_tokens(model, tokenizer, prompts, n=samples, sampling=Sampling(temperature, 1.0, max_new_tokens),
                         seeds=seeds, engine=engine)
@@ -193,9 +193,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Generate, score with ``task.score``, and summarise: accuracy (pass@1) with a 95% interval.
 
-    ``engine`` picks the decode loop (:func:`tinylora.generation.generate_tokens`); the engines give
+    ``engine`` picks the decode loop (:func:`tinylora.generation.generate.generate_tokens`); the engines give
     the same tokens, so it is not part of the evaluation's identity (a resumed evaluation may switch)."""
-    from .distributed import Dist
+    from ._core.distributed import Dist
 
     dist = dist or Dist()
     check_eval_args(limit=limit, samples=samples, temperature=temperature, batch_size=batch_size,

@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
+from .arith import ArithTask
 from .base import Example, Task, TaskDataError, read_jsonl
-from .rewards import TaskReward
 from .gsm8k import GSM8K
 from .jsonl import JSONLTask
 from .math import AIME24, AMC23, MATH500
+from .rewards import TaskReward
 
 _REGISTRY: dict[str, type[Task]] = {}
 
@@ -24,17 +25,15 @@ def register(cls: type[Task]) -> type[Task]:
     return cls
 
 
-for _cls in (GSM8K, MATH500, AIME24, AMC23, JSONLTask):
+for _cls in (GSM8K, MATH500, AIME24, AMC23, JSONLTask, ArithTask):
     register(_cls)
 
 
 def names() -> list[str]:
-    _load_builtin_extras()
     return sorted(_REGISTRY)
 
 
 def get(name: str, **kwargs) -> Task:
-    _load_builtin_extras()
     if name not in _REGISTRY:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(_REGISTRY)}")
     cls = _REGISTRY[name]
@@ -59,14 +58,6 @@ def _options(cls) -> set[str]:
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
     return out
-
-
-def _load_builtin_extras() -> None:
-    """Tasks living elsewhere in the package (the toy world's ``arith``) register on first use."""
-    try:
-        from ..toy import task as _toy_task  # noqa: F401
-    except ImportError:
-        pass
 
 
 __all__ = ["AIME24", "AMC23", "Example", "GSM8K", "JSONLTask", "MATH500", "Task", "TaskDataError", "TaskReward", "get", "names",

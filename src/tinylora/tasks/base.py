@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .._core.errors import TinyLoRAError
+
 DATA_DIR_ENV = "TINYLORA_DATA_DIR"
 
 
-class TaskDataError(ValueError):
+class TaskDataError(TinyLoRAError, ValueError):
     """Bad task data: missing file or field, empty file, a line that is not JSON."""
 
 

@@ -6,7 +6,12 @@ from typing import ClassVar
 
 from .answers import last_boxed, normalize_number
 from .base import Example, Task
-from .rewards import MissingDependencyError, call_with_timeout, math_equal, require_math_verify
+from .rewards import (
+    MissingDependencyError,
+    call_with_timeout,
+    math_equal,
+    require_math_verify,
+)
 
 
 class BoxedMathTask(Task):

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .._core.errors import TinyLoRAError
 from .answers import extract_final_number, last_boxed, numbers_equal
 
 RewardFn = Callable[[str, str], float]
@@ -22,7 +23,7 @@ class RewardTimeout(Exception):
     pass
 
 
-class MissingDependencyError(ImportError):
+class MissingDependencyError(TinyLoRAError, ImportError):
     """A scorer's package is not installed: an error to fix, never a reward of 0."""
 
 

@@ -26,22 +26,20 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
-from .arith import ArithConfig, Problem, make_problem
+from ..tasks.arith_problems import ArithConfig, Problem, make_problem
 from .tokenizer import char_tokenizer
 
 
 def shipped_path() -> Path:
     """The checkpoint shipped inside the package (regenerate with ``tinylora toy pretrain``)."""
-    path = Path(__file__).parent / "backbone"
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"the toy backbone is missing from {path}; run `tinylora toy pretrain --out {path}`")
-    return path
+    from ..models.loading import shipped_toy_path
+
+    return shipped_toy_path()
 
 
 SIZES: dict[str, tuple[int, int, int]] = {

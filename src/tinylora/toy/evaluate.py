@@ -3,34 +3,8 @@
 from __future__ import annotations
 
 from ..evaluation import evaluate
-from ..loading import load_model, load_tokenizer
-from .arith import problems
-from .task import ArithTask
-
-
-def style_probability(model, tokenizer, n: int = 64, split: str = "test", seed: int = 0) -> dict:
-    """Mean P(step-by-step opening) after ``A: `` on ``n`` problems, and how often greedy picks it.
-
-    The toy world's whole free-vs-forced gap sits in this one choice (``S`` of "Step by step:" vs
-    ``#`` of "#### N"), so this is the quantity a tiny update has to move.
-    """
-    import torch
-
-    ps = problems(split, n, seed)
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        enc = tokenizer([f"Q: {p.question}\nA: " for p in ps], return_tensors="pt", padding=True,
-                        add_special_tokens=False).to(next(model.parameters()).device)
-    finally:
-        tokenizer.padding_side = side
-    pos = (enc["attention_mask"].cumsum(-1) - 1).clamp_min(0)
-    s_id, h_id = tokenizer.convert_tokens_to_ids("S"), tokenizer.convert_tokens_to_ids("#")
-    with torch.no_grad():
-        logp = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                     position_ids=pos).logits[:, -1].float().log_softmax(-1)
-    return {"p_step": round(float(logp[:, s_id].exp().mean()), 4),
-            "greedy_picks_step": round(float((logp[:, s_id] > logp[:, h_id]).float().mean()), 4), "n": n}
+from ..models.loading import load_model, load_tokenizer
+from ..tasks.arith import ArithTask, style_probability
 
 
 def toy_report(model_path: str = "toy", n: int = 500, seed: int = 0, batch_size: int = 64,
@@ -44,13 +18,13 @@ def toy_report(model_path: str = "toy", n: int = 500, seed: int = 0, batch_size:
         raise ValueError(f"n (held-out problems) must be a positive integer, got {n!r}")
     check_eval_args(batch_size=batch_size, max_new_tokens=max_new_tokens)  # before the load
     if adapter:
-        from ..adapter_file import read
+        from ..adapters.file import read
 
         read(adapter)
     tok = load_tokenizer(model_path)
     model = load_model(model_path)
     if adapter:
-        from ..adapter_file import load
+        from ..adapters.file import load
 
         load(model, adapter)
     out = {"model": model_path, "adapter": adapter, "n": n}

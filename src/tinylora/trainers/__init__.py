@@ -15,10 +15,11 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..train_config import TrainConfig
     from .base import Trainer
+    from .config import TrainConfig
 
-ALGOS = ("grpo", "sft", "es")
+from .config import ALGOS
+
 _REGISTRY: dict[str, type] = {}
 
 

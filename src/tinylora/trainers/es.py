@@ -3,7 +3,7 @@
 With 13–100 trained numbers the update is a point in a space small enough to search without
 gradients. Each step evaluates a population of adapter vectors on the same prompts (common random
 numbers: same prompts, same sampling seeds) in one batched generation — every member is a row
-group of :func:`tinylora.multi.per_row`, the base matmuls shared — and moves the mean:
+group of :func:`tinylora.adapters.multi.per_row`, the base matmuls shared — and moves the mean:
 
 - ``es.method: openai`` (Salimans et al. 2017): antithetic pairs θ ± σεᵢ, εᵢ drawn from seeds
   (stream_key(run seed, step, i)); fitness shaped to centred ranks in [−0.5, 0.5] (ties share
@@ -34,10 +34,10 @@ from typing import Any
 
 import torch
 
-from ..generation import Sampling, generate_texts, generate_tokens
-from ..model import num_trainable
-from ..multi import adapter_table, flat_values, per_row, set_flat_values
-from ..seeding import stream_key
+from .._core.seeding import stream_key
+from ..adapters.model import num_trainable
+from ..adapters.multi import adapter_table, flat_values, per_row, set_flat_values
+from ..generation.generate import Sampling, generate_texts, generate_tokens
 from ..tasks.rewards import MissingDependencyError
 from . import register
 from .base import Trainer

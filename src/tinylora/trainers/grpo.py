@@ -20,7 +20,7 @@ How this departs from textbook GRPO (Shao et al. 2024), each a documented choice
 
 Under ``torchrun`` each rank takes a contiguous share of the step's prompts (a prompt's G samples
 stay together, so advantages are local); token and sequence counts are summed over ranks before
-they normalise the loss, and the adapter's gradient is summed (see :mod:`tinylora.distributed`).
+they normalise the loss, and the adapter's gradient is summed (see :mod:`tinylora._core.distributed`).
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from typing import Any
 
 import torch
 
-from ..grpo import group_advantages, policy_loss
-from ..model import disabled
-from ..rollout import Rollout, Sampling
-from ..seeding import stream_key
+from .._core.seeding import stream_key
+from ..adapters.model import disabled
+from ..generation.rollout import Rollout, Sampling
 from . import register
 from .base import Trainer, build_batch, completion_logprobs
+from .losses import group_advantages, policy_loss
 
 
 @register

@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from ..generation import prompt_special_tokens
-from ..rollout import Sampling
-from ..seeding import stream_key
+from .._core.seeding import stream_key
+from ..generation.generate import prompt_special_tokens
+from ..generation.rollout import Sampling
 from . import register
 from .base import Batch, Trainer, build_batch, completion_logprobs
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .seeding import sign_vector
+from .._core.seeding import sign_vector
 from .svd import SVDFactors
 
 _EPS = {"float32": 2.0**-16, "bfloat16": 2.0**-8, "float16": 2.0**-11}  # unit roundoff (fp32: compute noise)

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible HTTP front of :mod:`tinylora.serving` (FastAPI + uvicorn).
+"""The OpenAI-compatible HTTP front of :mod:`tinylora.serve.scheduler` (FastAPI + uvicorn).
 
     GET  /v1/models             the base and every servable adapter
     POST /v1/completions        prompt → text (stream: server-sent events)
@@ -27,71 +27,20 @@ import secrets
 import time
 from typing import Any
 
-from fastapi import Request as HTTPRequest  # module level: FastAPI resolves the handlers' annotations here
+from fastapi import (
+    Request as HTTPRequest,  # module level: FastAPI resolves the handlers' annotations here
+)
 
-from .seeding import stream_key
-from .serving import QueueFull, Registry, Request, Scheduler, UnknownModel
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.headers = status, message, kind, headers or {}
-
-
-def _number(body: dict, key: str, default, kind, lo=None, hi=None):
-    v = body.get(key, default)
-    if v is None:
-        v = default
-    if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
-        raise HTTPError(400, f"{key} must be an integer, got {v!r}")
-    if kind is float and (isinstance(v, bool) or not isinstance(v, (int, float))):
-        raise HTTPError(400, f"{key} must be a number, got {v!r}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise HTTPError(400, f"{key} must be in [{lo}, {hi}], got {v!r}")
-    return kind(v)
-
-
-# Every request field tinylora acts on; any other field is refused with 400 naming it, never ignored
-# (a client that asks for presence_penalty must not get an answer computed without it).
-_COMMON = {"model", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "stream", "stream_options",
-           "presence_penalty", "frequency_penalty", "logit_bias", "user"}
-COMPLETION_FIELDS = _COMMON | {"prompt", "logprobs", "echo", "best_of", "suffix"}
-CHAT_FIELDS = _COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs"}
-
-
-def _check_fields(body: dict, known: set[str]) -> None:
-    """Refuse fields we do not implement, and values of implemented ones that we cannot honour."""
-    unknown = sorted(set(body) - known)
-    if unknown:
-        raise HTTPError(400, f"unsupported field(s) {', '.join(unknown)}: tinylora serve does not implement them "
-                             "and refuses rather than ignores them")
-    for key in ("presence_penalty", "frequency_penalty"):
-        v = body.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not -2 <= v <= 2):
-            raise HTTPError(400, f"{key} must be a number in [-2, 2], got {v!r}")
-        if v:
-            raise HTTPError(400, f"{key}={v} is not supported (only 0): tinylora samples without penalties")
-    if body.get("logit_bias") not in (None, {}):
-        raise HTTPError(400, "logit_bias is not supported (only {} or null)")
-    if body.get("suffix") is not None:
-        raise HTTPError(400, "suffix (insertion) is not supported")
-    if body.get("user") is not None and not isinstance(body["user"], str):
-        raise HTTPError(400, "user must be a string")
-    opts = body.get("stream_options")
-    if opts is not None:
-        if not body.get("stream"):
-            raise HTTPError(400, "stream_options is only allowed with stream: true")
-        if not isinstance(opts, dict) or set(opts) - {"include_usage"} or not isinstance(
-                opts.get("include_usage", False), bool):
-            raise HTTPError(400, "stream_options supports only {include_usage: true|false}")
-    for key in ("stream", "echo"):
-        if body.get(key) is not None and not isinstance(body[key], bool):
-            raise HTTPError(400, f"{key} must be true or false, got {body[key]!r}")
-
-
-def _token_text(tok, ids: list[int]) -> list[str]:
-    return [tok.decode([i]) for i in ids]
+from .._core.seeding import stream_key
+from .requests import (
+    CHAT_FIELDS,
+    COMPLETION_FIELDS,
+    HTTPError,
+    check_fields,
+    number_field,
+    token_texts,
+)
+from .scheduler import QueueFull, Registry, Request, Scheduler, UnknownModel
 
 
 def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = None,
@@ -135,18 +84,18 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
         seed = body.get("seed")
         if seed is None:
             seed = secrets.randbits(63)
-        seed = _number({"seed": seed}, "seed", 0, int, 0, 2**63 - 1)
+        seed = number_field({"seed": seed}, "seed", 0, int, 0, 2**63 - 1)
         if body.get("max_completion_tokens") is not None:
             if body.get("max_tokens") is not None:
                 raise HTTPError(400, "give max_tokens or max_completion_tokens, not both")
             body = {**body, "max_tokens": body["max_completion_tokens"]}
-        n = _number(body, "n", 1, int, 1, 16)
+        n = number_field(body, "n", 1, int, 1, 16)
         best_of = body.get("best_of")
         if best_of is not None and (isinstance(best_of, bool) or best_of != n):
             raise HTTPError(400, f"best_of={best_of!r} is not supported (only best_of = n, i.e. no reranking)")
-        return {"max_tokens": _number(body, "max_tokens", 16, int, 1, max_tokens_limit),
-                "temperature": _number(body, "temperature", 1.0, float, 0.0, 2.0),
-                "top_p": _number(body, "top_p", 1.0, float, 1e-6, 1.0), "n": n,
+        return {"max_tokens": number_field(body, "max_tokens", 16, int, 1, max_tokens_limit),
+                "temperature": number_field(body, "temperature", 1.0, float, 0.0, 2.0),
+                "top_p": number_field(body, "top_p", 1.0, float, 1e-6, 1.0), "n": n,
                 "stop": stop, "seed": seed}
 
     def submit(adapter: int, prompts: list[list[int]], s: dict, logprobs: int | None = None) -> list[Request]:
@@ -238,7 +187,7 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
     async def completions(request: HTTPRequest):
         check_key(request)
         body = await _json(request)
-        _check_fields(body, COMPLETION_FIELDS)
+        check_fields(body, COMPLETION_FIELDS)
         prompt = body.get("prompt")
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
@@ -248,12 +197,12 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
             raise HTTPError(400, f"at most 16 prompts per request, got {len(prompts)}")
         logprobs = body.get("logprobs")
         if logprobs is not None:
-            logprobs = _number(body, "logprobs", 0, int, 0, 5)
+            logprobs = number_field(body, "logprobs", 0, int, 0, 5)
             if body.get("stream"):
                 raise HTTPError(400, "logprobs with stream: true is not supported; ask without streaming")
             if body.get("echo"):
                 raise HTTPError(400, "echo with logprobs (the prompt's log-probs) is not supported")
-        from .generation import prompt_special_tokens
+        from ..generation.generate import prompt_special_tokens
 
         adapter, s = adapter_of(body.get("model")), sampling_of(body)
         ids = [encode(p, prompt_special_tokens(tok)) for p in prompts]
@@ -278,7 +227,7 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
         def lp(r: Request):
             if logprobs is None:
                 return None
-            pieces = _token_text(tok, [t for t, _, _ in r.token_logprobs])
+            pieces = token_texts(tok, [t for t, _, _ in r.token_logprobs])
             offsets = [sum(len(x) for x in pieces[:k]) for k in range(len(pieces))]
             return {"tokens": pieces, "token_logprobs": [v for _, v, _ in r.token_logprobs],
                     "top_logprobs": [{tok.decode([a]): b for a, b in top} for _, _, top in r.token_logprobs]
@@ -292,7 +241,7 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
     async def chat(request: HTTPRequest):
         check_key(request)
         body = await _json(request)
-        _check_fields(body, CHAT_FIELDS)
+        check_fields(body, CHAT_FIELDS)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(
                 isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") in
@@ -305,7 +254,7 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
             raise HTTPError(400, f"logprobs must be true or false, got {want!r}")
         top = body.get("top_logprobs")
         if top is not None:
-            top = _number(body, "top_logprobs", 0, int, 0, 20)
+            top = number_field(body, "top_logprobs", 0, int, 0, 20)
             if not want:
                 raise HTTPError(400, "top_logprobs needs logprobs: true")
         if want and body.get("stream"):
@@ -369,7 +318,7 @@ def serve(model_name: str, adapters: str, *, host: str = "127.0.0.1", port: int 
 
     import uvicorn
 
-    from .loading import load_model, load_tokenizer
+    from ..models.loading import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(model_name)  # first: a folder without one is named before the slow load
     registry_model = load_model(model_name, dtype=dtype, device=device)

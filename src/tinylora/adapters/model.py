@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from .._core import seeding
 from . import fingerprint as fp
-from . import seeding, tying
+from . import tying
 from .config import (
     DEFAULT_TARGETS_GPT2,
     DEFAULT_TARGETS_LLAMA,
@@ -26,8 +27,8 @@ from .config import (
     LoRAXSConfig,
     TinyLoRAConfig,
 )
+from .factors import cached_top_r
 from .layers import AdaptedLinear, FullDelta, LoRADelta, LoRAXSDelta, TinyLoRADelta
-from .factor_cache import cached_top_r
 from .svd import SVDFactors
 
 log = logging.getLogger(__name__)
@@ -124,8 +125,8 @@ def attach(
     """Adapt ``model`` in place with ``config``; freezes every base parameter. Returns the model.
 
     ``svd_method`` ("auto" | "randomized" | "exact") chooses how the SVD-based methods get their
-    frozen factors (see :func:`tinylora.svd.top_r`); ``cache`` reads and writes them in the factor
-    cache (:mod:`tinylora.factor_cache`; None: on unless ``TINYLORA_NO_CACHE=1``).
+    frozen factors (see :func:`tinylora.adapters.svd.top_r`); ``cache`` reads and writes them in the factor
+    cache (:mod:`tinylora.adapters.factors`; None: on unless ``TINYLORA_NO_CACHE=1``).
     """
     if is_attached(model):
         raise ValueError("model already has a tinylora adapter; attach one adapter per model")

@@ -10,7 +10,7 @@ Payload per method (stored in fp32, bf16 or fp16):
 Everything else (U, Σ, V, P) is recomputed from the base model and the recorded seed. The
 metadata (safetensors' string map, key ``tinylora``) records the config, the module order, the
 storage dtype, a SHA-256 of the payload bytes, and the base fingerprint
-(:mod:`tinylora.fingerprint`). Loading never unpickles; every problem raises :class:`AdapterError`.
+(:mod:`tinylora.adapters.fingerprint`). Loading never unpickles; every problem raises :class:`AdapterError`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._core.errors import TinyLoRAError
 from . import fingerprint as fp
 from .config import AdapterConfig, config_from_dict
 from .model import adapted_modules, attach, detach, get_root, is_attached
@@ -34,7 +35,7 @@ FORMAT_VERSION = 1
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class AdapterError(Exception):
+class AdapterError(TinyLoRAError):
     """An adapter file cannot be used: unreadable, corrupted, from another version or base model."""
 
 
@@ -117,7 +118,7 @@ def save(model: nn.Module, path: str | os.PathLike, dtype: str = "fp32") -> Path
     """Write the adapter of ``model`` to ``path`` (atomically: a crash never leaves half a file)."""
     from safetensors.torch import save_file
 
-    from . import __version__
+    from .. import __version__
 
     if dtype not in TORCH_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(TORCH_DTYPES)}, got {dtype!r}")

@@ -83,7 +83,7 @@ class SVDDelta(Delta):
         self.register_buffer("U", U, persistent=False)  # (out, r)
         self.register_buffer("S", S, persistent=False)  # (r,)
         self.register_buffer("Vh", Vh, persistent=False)  # (r, in)
-        # ((K + 1, r, r) table of Σ R_k, (B,) row index) while tinylora.multi.per_row is active
+        # ((K + 1, r, r) table of Σ R_k, (B,) row index) while tinylora.adapters.multi.per_row is active
         self.per_row: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def R(self) -> torch.Tensor:
@@ -95,7 +95,7 @@ class SVDDelta(Delta):
     def add_to(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         dt = x.dtype
         h = F.linear(x, self.Vh.to(dt))  # (…, r) = x V
-        if self.per_row is not None:  # row b runs its own Σ R_b (tinylora.multi)
+        if self.per_row is not None:  # row b runs its own Σ R_b (tinylora.adapters.multi)
             table, rows = self.per_row
             if h.ndim < 2 or h.shape[0] != rows.shape[0]:
                 raise RuntimeError(f"per-row adapters are set for {rows.shape[0]} rows; this forward has "

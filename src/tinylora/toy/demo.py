@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from . import seeding
-from .adapter_file import save
-from .config import TinyLoRAConfig
-from .model import attach, get_root
-from .synthetic import tiny_model
+from .._core import seeding
+from ..adapters.config import TinyLoRAConfig
+from ..adapters.file import save
+from ..adapters.model import attach, get_root
+from ..models.synthetic import tiny_model
 
 
 def write_demo(out: str | Path) -> tuple[Path, Path]:
@@ -21,7 +21,7 @@ def write_demo(out: str | Path) -> tuple[Path, Path]:
     model = tiny_model("qwen2", seed=0)
     base_dir = out / "base"
     model.save_pretrained(base_dir)
-    from .toy.tokenizer import char_tokenizer
+    from ..toy.tokenizer import char_tokenizer
 
     tok = char_tokenizer()  # the toy's characters (91 ids < the model's 128): a base that loads and generates
     tok.save_pretrained(base_dir)

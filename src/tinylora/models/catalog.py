@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._core.errors import TinyLoRAError
+
 
 @dataclass(frozen=True)
 class CatalogModel:
@@ -60,7 +62,7 @@ CATALOG: dict[str, CatalogModel] = {m.name: m for m in [
 ]}
 
 
-class ModelNotInstalled(FileNotFoundError):
+class ModelNotInstalled(TinyLoRAError, FileNotFoundError):
     """A catalogue model whose packages are not installed (one line: the command that installs it)."""
 
 
@@ -113,7 +115,7 @@ def _sha256(paths: list[Path]) -> str:
 def gguf_path(name: str) -> Path:
     """The model's one GGUF file: the installed file itself (one part), or the parts concatenated once
     into ``<cache>/models/`` and verified by SHA-256 (re-assembled if the copy changed since)."""
-    from .factor_cache import cache_dir
+    from .._core.cache import cache_dir
 
     m = get(name)
     parts = _located(m)

@@ -3,7 +3,7 @@
 Loading a GGUF file through ``from_pretrained(..., gguf_file=...)`` parses and dequantises every
 tensor, every time (SmolLM2-135M-Instruct: 20–65 s here); reading the same weights back from a
 safetensors folder takes under a second. The first load of a GGUF file writes its dequantised
-weights (fp32), config and tokenizer under the cache folder (``tinylora.factor_cache.cache_dir()``
+weights (fp32), config and tokenizer under the cache folder (``tinylora._core.cache.cache_dir()``
 ``/gguf/<key>``); later loads read that folder and get bit-identical weights and logits.
 
 The key is an xxh3-128 hash of the GGUF file's bytes together with the transformers and gguf
@@ -22,7 +22,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import factor_cache
+from .._core import cache as factor_cache
 
 log = logging.getLogger(__name__)
 

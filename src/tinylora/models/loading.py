@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def shipped_toy_path() -> Path:
+    """The toy backbone shipped inside the package (regenerate with ``tinylora toy pretrain``)."""
+    path = Path(__file__).resolve().parents[1] / "toy" / "backbone"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"the toy backbone is missing from {path}; run `tinylora toy pretrain --out {path}`")
+    return path
+
+
 def resolve(name_or_path: str) -> tuple[str, dict]:
-    """Short names (``toy``: the shipped backbone; the real models of :mod:`tinylora.model_catalog`,
+    """Short names (``toy``: the shipped backbone; the real models of :mod:`tinylora.models.catalog`,
     e.g. ``qwen2.5-coder-0.5b-instruct``) and GGUF files (``path/model.gguf``) to a folder and loading kwargs."""
-    from . import model_catalog
+    from . import catalog as model_catalog
 
     if name_or_path == "toy":
-        from .toy.backbone import shipped_path
-
-        return str(shipped_path()), {}
+        return str(shipped_toy_path()), {}
     if name_or_path in model_catalog.CATALOG:
         path = model_catalog.gguf_path(name_or_path)
         return str(path.parent), {"gguf_file": path.name}
@@ -33,7 +40,8 @@ def _source(name_or_path: str) -> tuple[str, dict]:
     """:func:`resolve`, with a GGUF file replaced by its dequantised copy in the cache (see gguf_cache)."""
     path, kw = resolve(name_or_path)
     if kw.get("gguf_file"):
-        from . import factor_cache, gguf_cache
+        from .._core import cache as factor_cache
+        from . import gguf as gguf_cache
 
         if factor_cache.enabled():
             cached = gguf_cache.hf_folder(path, kw["gguf_file"])

@@ -16,9 +16,9 @@ captured once as a CUDA graph (``torch.compile(mode="reduce-overhead")``) and re
 On CPU it runs eagerly (tested for exactness there); the GPU path is unverified until a GPU run.
 
 Exactness is kept by construction and tested against ``generate``: greedy is the same argmax,
-sampling is the same counter-based per-row stream (:func:`tinylora.generation.sample_tokens`), and
+sampling is the same counter-based per-row stream (:func:`tinylora.generation.sampling.sample_tokens`), and
 rows never interact (left padding is masked; positions from the attention mask, as ``generate``
-computes them). Per-row adapters (:func:`tinylora.multi.per_row`) follow the compaction.
+computes them). Per-row adapters (:func:`tinylora.adapters.multi.per_row`) follow the compaction.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import logging
 
 import torch
 
-from .generation import Sampling, sample_tokens
-from .seeding import key_halves
+from .._core.seeding import key_halves
+from .sampling import Sampling, sample_tokens
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +103,13 @@ def _preallocated_cache(capacity: int):
     return cache
 
 
-def _returned_cache(out, cache):
+def returned_cache(out, cache):
+    """The KV cache a forward returned (as ``cache`` or ``past_key_values``), else the one passed in."""
     returned = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
     return returned if returned is not None else cache
 
 
-def _cache_kwarg(model) -> str:
+def cache_kwarg(model) -> str:
     """``cache`` in newer transformers, ``past_key_values`` before (and in models not yet renamed)."""
     import inspect
 
@@ -128,7 +129,7 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling
            ) -> tuple[torch.Tensor, list[list[float]] | None]:
     """Generate for left-padded prompts ``ids`` (B, P); returns (new tokens (B·n, T), prompt-major,
     padded after EOS; sampled tokens' log-probs per row (padded with 0.0), or None when greedy)."""
-    from .model import get_root, is_attached
+    from ..adapters.model import get_root, is_attached
 
     sampling = sampling or Sampling(temperature=0.0)
     greedy = sampling.temperature <= 0
@@ -149,10 +150,10 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling
         if state is not None:
             state._use(full_rows[::n])  # the prefill batch: one row per prompt (its samples share it)
         cache = _preallocated_cache(ids.shape[1] + sampling.max_new_tokens)
-        ckw = _cache_kwarg(model)
+        ckw = cache_kwarg(model)
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                     **{ckw: cache})
-        cache = _returned_cache(out, cache)
+        cache = returned_cache(out, cache)
         logits = out.logits[:, -1].float()
         next_pos = pos[:, -1] + 1
         if n > 1:
@@ -190,7 +191,7 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
             out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None], use_cache=True,
                         logits_to_keep=1, **{ckw: cache})
-            cache = _returned_cache(out, cache)
+            cache = returned_cache(out, cache)
             logits = out.logits[:, -1].float()
             next_pos = next_pos + 1
     finally:
@@ -225,7 +226,7 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, s
     decode step as a CUDA graph. Same tokens and log-probs as :func:`decode` and ``generate``."""
     from transformers import StaticCache
 
-    from .model import get_root, is_attached
+    from ..adapters.model import get_root, is_attached
 
     sampling = sampling or Sampling(temperature=0.0)
     greedy = sampling.temperature <= 0
@@ -242,7 +243,7 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, s
     if not greedy:
         hi, lo = _stream_keys(seeds, N)
     cache = StaticCache(config=model.config, max_cache_len=P + T)
-    ckw = _cache_kwarg(model)
+    ckw = cache_kwarg(model)
     full = torch.zeros(N, P + T, dtype=mask.dtype, device=device)
     full[:, :P] = mask
     pos = (mask.cumsum(-1) - 1).clamp_min(0)

@@ -10,7 +10,7 @@ SVD left it; a file that fails the check, or cannot be read, is reported, ignore
 
 Where: ``$TINYLORA_CACHE_DIR``, else ``$XDG_CACHE_HOME/tinylora``, else ``~/.cache/tinylora``;
 ``TINYLORA_NO_CACHE=1`` (or ``--no-cache`` on the command line) turns it off. The same folder holds
-dequantised GGUF models (``gguf/``, see :mod:`tinylora.gguf_cache`). ``tinylora cache
+dequantised GGUF models (``gguf/``, see :mod:`tinylora.models.gguf`; the folder: :mod:`tinylora._core.cache`). ``tinylora cache
 info`` / ``tinylora cache clear`` show and empty it.
 """
 
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import torch
 
+from .._core.cache import cache_dir, enabled
 from .svd import SVDFactors, top_r
 
 log = logging.getLogger(__name__)
@@ -29,17 +29,6 @@ log = logging.getLogger(__name__)
 VERSION = 1  # bump when the SVD or the file layout changes: old entries then miss
 # on a hit, a triplet whose residual exceeds this (relative to σ₁) is refused (the SVD converges to 1e-5)
 VERIFY_TOL = 1e-3
-
-
-def cache_dir() -> Path:
-    if os.environ.get("TINYLORA_CACHE_DIR"):
-        return Path(os.environ["TINYLORA_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tinylora"
-
-
-def enabled() -> bool:
-    return os.environ.get("TINYLORA_NO_CACHE", "").lower() not in ("1", "true", "yes")
 
 
 def weight_key(W: torch.Tensor, r: int, method: str) -> str:
@@ -64,7 +53,7 @@ def _verify(W: torch.Tensor, f: SVDFactors) -> float:
 
 
 def cached_top_r(W: torch.Tensor, r: int, *, method: str = "auto", use_cache: bool | None = None) -> SVDFactors:
-    """:func:`tinylora.svd.top_r`, read from the cache when this exact weight was factored before."""
+    """:func:`tinylora.adapters.svd.top_r`, read from the cache when this exact weight was factored before."""
     if not (enabled() if use_cache is None else use_cache):
         return top_r(W, r, method=method)
     from safetensors import SafetensorError
@@ -96,22 +85,3 @@ def cached_top_r(W: torch.Tensor, r: int, *, method: str = "auto", use_cache: bo
     except OSError as e:  # a read-only or full disk costs the cache, never the attach
         log.warning("factor cache: cannot write %s (%s)", path, e)
     return f
-
-
-def info() -> dict:
-    root = cache_dir()
-    files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
-    kinds: dict[str, int] = {}  # bytes per top folder: factors (SVD), gguf (dequantised models)
-    for p in files:
-        k = p.relative_to(root).parts[0]
-        kinds[k] = kinds.get(k, 0) + p.stat().st_size
-    return {"path": str(root), "enabled": enabled(), "files": len(files),
-            "bytes": sum(kinds.values()), "kinds": dict(sorted(kinds.items()))}
-
-
-def clear() -> dict:
-    import shutil
-
-    before = info()
-    shutil.rmtree(cache_dir(), ignore_errors=True)
-    return before

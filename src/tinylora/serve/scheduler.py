@@ -2,14 +2,14 @@
 
 One base model stays in memory; every adapter file in a folder is a skill of a few dozen bytes.
 Requests name their skill; the scheduler keeps one running batch whose rows carry different
-adapters (:func:`tinylora.multi.per_row`: the base matmuls shared, each row's r×r path its own).
+adapters (:func:`tinylora.adapters.multi.per_row`: the base matmuls shared, each row's r×r path its own).
 Requests join the batch between decode steps (their prompts prefilled together, their KV cache
 left-padded into the running one) and leave it when finished, so a long request never holds a
 short one back. Each row samples from its own seeded stream exactly as
-:func:`tinylora.generation.generate_tokens` does, so a served completion equals generating with
+:func:`tinylora.generation.generate.generate_tokens` does, so a served completion equals generating with
 that adapter alone (greedy, or with the same seed).
 
-This module has no HTTP; :mod:`tinylora.server` puts the OpenAI API in front of it.
+This module has no HTTP; :mod:`tinylora.serve.http` puts the OpenAI API in front of it.
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ class Registry:
         if not force and now - self._last < self.rescan_s:
             return
         self._last = now
-        from .adapter_file import AdapterError, load
-        from .model import is_attached
-        from .multi import flat_values
+        from ..adapters.file import AdapterError, load
+        from ..adapters.model import is_attached
+        from ..adapters.multi import flat_values
 
         for path in sorted(self.folder.glob("*.safetensors")):
             stem = path.stem
@@ -138,7 +138,7 @@ class Scheduler:
     """Owns the model in one thread; continuous batching over requests with per-row adapters."""
 
     def __init__(self, model, tokenizer, registry: Registry, *, max_batch: int = 64, max_queue: int = 256):
-        from .generation import prepare_tokenizer
+        from ..generation.generate import prepare_tokenizer
 
         self.model = model
         self.tokenizer = prepare_tokenizer(tokenizer)
@@ -211,7 +211,7 @@ class Scheduler:
         self.steps += 1
 
     def _table_for_rows(self):
-        from .multi import adapter_table
+        from ..adapters.multi import adapter_table
 
         if self._table_version != self.registry.version:
             vals = self.registry.values
@@ -221,11 +221,11 @@ class Scheduler:
 
     def _run(self, rows: list[Request], **kwargs):
         """A forward of ``rows`` with each row's adapter."""
-        from .multi import per_row
+        from ..adapters.multi import per_row
 
         table = self._table_for_rows()
         if table is None:  # no adapters: every row is the base
-            from .model import disabled, is_attached
+            from ..adapters.model import disabled, is_attached
 
             if is_attached(self.model):
                 with disabled(self.model):
@@ -258,13 +258,13 @@ class Scheduler:
         pos = (mask.cumsum(-1) - 1).clamp_min(0)
         from transformers import DynamicCache
 
-        from .engine import _cache_kwarg, _returned_cache
+        from ..generation.engine import cache_kwarg, returned_cache
 
         cache = DynamicCache()
         dev = next(self.model.parameters()).device
         out = self._run(new, input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                        use_cache=True, logits_to_keep=1, **{_cache_kwarg(self.model): cache})
-        cache = _returned_cache(out, cache)
+                        use_cache=True, logits_to_keep=1, **{cache_kwarg(self.model): cache})
+        cache = returned_cache(out, cache)
         logits = out.logits[:, -1].float()
         next_pos = pos[:, -1] + 1
         if not self.rows:
@@ -286,8 +286,8 @@ class Scheduler:
         self.rows = self.rows + new
 
     def _sample_all(self) -> None:
-        from .generation import Sampling, sample_tokens
-        from .seeding import key_halves
+        from .._core.seeding import key_halves
+        from ..generation.generate import Sampling, sample_tokens
 
         eos = self.tokenizer.eos_token_id
         toks = []
@@ -356,14 +356,14 @@ class Scheduler:
         self._logits = self._logits[idx]
 
     def _forward_last(self) -> None:
-        from .engine import _cache_kwarg, _returned_cache
+        from ..generation.engine import cache_kwarg, returned_cache
 
         dev = next(self.model.parameters()).device
         self._mask = torch.cat([self._mask, self._mask.new_ones(len(self.rows), 1)], 1)
         out = self._run(self.rows, input_ids=self._last[:, None].to(dev), attention_mask=self._mask.to(dev),
                         position_ids=self._pos[:, None].to(dev), use_cache=True, logits_to_keep=1,
-                        **{_cache_kwarg(self.model): self._cache})
-        self._cache = _returned_cache(out, self._cache)
+                        **{cache_kwarg(self.model): self._cache})
+        self._cache = returned_cache(out, self._cache)
         self._logits = out.logits[:, -1].float()
         self._pos = self._pos + 1
 

@@ -28,8 +28,8 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from .config import LoRAXSConfig, TinyLoRAConfig
-from .model import adapted_modules, get_root, trainable_parameters
 from .layers import LoRAXSDelta, TinyLoRADelta
+from .model import adapted_modules, get_root, trainable_parameters
 
 
 def flat_values(model) -> torch.Tensor:

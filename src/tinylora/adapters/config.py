@@ -7,7 +7,6 @@ file. ``method`` is the discriminator used by :func:`config_from_dict`.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -46,9 +45,6 @@ class AdapterConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **dataclasses.asdict(self)}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         import yaml
@@ -109,7 +105,7 @@ class TinyLoRAConfig(AdapterConfig):
     Choices the paper leaves open, fixed here:
 
     - P ∈ R^{u×r×r} per module, i.i.d. N(0, 1), regenerated from (seed, module index) by a
-      portable generator (:mod:`tinylora.seeding`), so every machine and library version gets
+      portable generator (:mod:`tinylora._core.seeding`), so every machine and library version gets
       the same P without storing it.
     - The 1/√u keeps the scale of R independent of u for a given ‖v‖ (R's entries have variance
       ‖v‖²/u), so one learning rate transfers across u.

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from .generation import Sampling, generate_tokens, prepare_tokenizer
+from .generate import Sampling, generate_tokens, prepare_tokenizer
 
 
 @dataclass
@@ -55,10 +55,3 @@ class LocalBackend:
             prompt_ids.append(g.prompt_ids[i][g.prompt_mask[i].bool()].tolist())
         texts = tok.batch_decode(completion_ids, skip_special_tokens=True)
         return Rollout(prompt_ids, completion_ids, texts, logprobs)
-
-
-class HFBackend(LocalBackend):
-    """``transformers`` generate (the reference the engine is tested against)."""
-
-    def __init__(self, model, tokenizer):
-        super().__init__(model, tokenizer, engine="hf")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..tasks import register
-from ..tasks.base import Example
-from ..tasks.gsm8k import GSM8K
-from .arith import FORCED_STEP_PREFIX, ArithConfig, problems
+from .arith_problems import FORCED_STEP_PREFIX, ArithConfig, problems
+from .base import Example
+from .gsm8k import GSM8K
 
 
-@register
 class ArithTask(GSM8K):
     """Procedural multi-step arithmetic; references are ``#### N`` and scoring is GSM8K's.
 
@@ -62,8 +60,6 @@ class ArithTask(GSM8K):
         the one choice that separates free from forced accuracy in the toy world."""
         if self.forced or getattr(tokenizer, "chat_template", None):
             return {}
-        from .evaluate import style_probability
-
         was_training = model.training
         model.eval()
         s = style_probability(model, tokenizer, n=64, split="train", seed=self.seed)
@@ -77,3 +73,28 @@ class ArithTask(GSM8K):
         return {**super().config(), "seed": self.seed, "n_train": self.n_train, "n_test": self.n_test,
                 "n_val": self.n_val,
                 "forced": self.forced, "reference_style": self.reference_style, "arith": self.arith.to_dict()}
+
+
+def style_probability(model, tokenizer, n: int = 64, split: str = "test", seed: int = 0) -> dict:
+    """Mean P(step-by-step opening) after ``A: `` on ``n`` problems, and how often greedy picks it.
+
+    The toy world's whole free-vs-forced gap sits in this one choice (``S`` of "Step by step:" vs
+    ``#`` of "#### N"), so this is the quantity a tiny update has to move.
+    """
+    import torch
+
+    ps = problems(split, n, seed)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer([f"Q: {p.question}\nA: " for p in ps], return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(next(model.parameters()).device)
+    finally:
+        tokenizer.padding_side = side
+    pos = (enc["attention_mask"].cumsum(-1) - 1).clamp_min(0)
+    s_id, h_id = tokenizer.convert_tokens_to_ids("S"), tokenizer.convert_tokens_to_ids("#")
+    with torch.no_grad():
+        logp = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                     position_ids=pos).logits[:, -1].float().log_softmax(-1)
+    return {"p_step": round(float(logp[:, s_id].exp().mean()), 4),
+            "greedy_picks_step": round(float((logp[:, s_id] > logp[:, h_id]).float().mean()), 4), "n": n}

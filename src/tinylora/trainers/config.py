@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import AdapterConfig, TinyLoRAConfig, config_from_dict
-from .distributed import check_device_name
-from .trainers import ALGOS
+from .._core.distributed import check_device_name
+from ..adapters.config import AdapterConfig, TinyLoRAConfig, config_from_dict
+
+ALGOS = ("grpo", "sft", "es")  # the algorithm names; each is the module trainers/<name>.py
 
 # Learning rates that work on the toy world (see BENCHMARKS.md): a 13-number vector needs a far
 # larger step than LoRA's matrices, whose many entries all move at once.
@@ -210,14 +211,14 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> TrainConfig:
-        from .config import read_yaml
+        from ..adapters.config import read_yaml
 
         data = read_yaml(path)
         return cls.from_dict(apply_overrides(data, overrides))
 
 
 def _method_fields(method: Any) -> set[str]:
-    from .config import CONFIG_CLASSES
+    from ..adapters.config import CONFIG_CLASSES
 
     cls = CONFIG_CLASSES.get(method)
     return {"method"} | ({f.name for f in dataclasses.fields(cls)} if cls else set())

@@ -1,0 +1,1 @@
+"""The base layer: seeding, processes and devices, threads, the cache folder; imports nothing of ours."""

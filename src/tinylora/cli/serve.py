@@ -1,0 +1,50 @@
+"""`tinylora serve`: the OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from .options import add_threads, check_model
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from pathlib import Path as _P
+
+    if not _P(args.adapters).is_dir():
+        raise ValueError(f"--adapters {args.adapters}: no such folder")
+    check_model(args.model)
+    for name, v in (("--max-batch", args.max_batch), ("--max-queue", args.max_queue), ("--port", args.port)):
+        if v < (0 if name == "--max-queue" else 1):
+            raise ValueError(f"{name} must be positive, got {v}")
+    if not (args.timeout > 0 and args.timeout != float("inf")):  # nan fails the first test too
+        raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    from .._core.threads import set_threads
+    from ..serve.http import serve
+
+    set_threads(args.threads)
+    serve(args.model, args.adapters, host=args.host, port=args.port,
+          api_key=args.api_key or os.environ.get("TINYLORA_API_KEY"), max_batch=args.max_batch,
+          max_queue=args.max_queue, request_timeout_s=args.timeout)
+    return 0
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser(
+        "serve", help="serve one base and every adapter in a folder, OpenAI-compatible, each request its own skill",
+        description="An OpenAI-compatible server (GET /v1/models, POST /v1/completions, /v1/chat/completions, "
+                    "streaming or not) for one base model and every *.safetensors adapter in --adapters: a request "
+                    "names its skill as model=<file stem> (the base: the model's name). Rows of one running batch "
+                    "carry different adapters (continuous batching; the base matmuls shared). Files added to the "
+                    "folder are picked up without a restart; a file that does not fit the base is refused with a "
+                    "logged reason. Binds to 127.0.0.1 unless told otherwise.")
+    s.add_argument("--model", required=True, help="the base: Hugging Face id, local folder, or 'toy'")
+    s.add_argument("--adapters", required=True, metavar="DIR", help="folder of adapter files (their stems are the names)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: TINYLORA_API_KEY, else none)")
+    s.add_argument("--max-batch", type=int, default=64, help="rows decoded together")
+    s.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond the batch; more get HTTP 429")
+    s.add_argument("--timeout", type=float, default=600.0, help="per-request limit in seconds (HTTP 504 past it)")
+    add_threads(s)
+    s.set_defaults(func=_cmd_serve)
