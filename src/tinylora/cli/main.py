@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 _default_formatwarning = warnings.formatwarning
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # the package, not cli/
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

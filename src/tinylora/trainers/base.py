@@ -30,6 +30,8 @@ from ..adapters.model import attach, get_root, trainable_parameters, update_byte
 from ..evaluation import evaluate, versions
 from ..generation.rollout import LocalBackend, RolloutBackend
 from .config import TrainConfig
+from .reporting import Reporters
+from .reporting import check_available as check_reporters
 from .run_dir import check_run_dir, resumed_config  # noqa: F401  (re-exported: the trainer checks before it writes)
 from .curves import sparkline, write_curves_png
 from .losses import token_logprobs
@@ -96,6 +98,8 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         torch.manual_seed(cfg.seed)
         self.task = task if task is not None else tasks_mod.get(cfg.task, **cfg.task_args)  # before the slow load
+        if self.dist.is_main:
+            check_reporters(cfg.report_to)  # a logger whose package is missing: one line, before the load
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.model)  # first: fails fast
         self.model = (model if model is not None
                       else load_model(cfg.model, dtype=cfg.dtype, device=str(self.dist.device)))
@@ -254,6 +258,8 @@ class Trainer:
             (self.out / "versions.json").write_text(json.dumps(versions(), indent=2))
             self.record_resolved(resume)
         before = self.evaluate("eval_before") if cfg.eval_before else None
+        reporters = Reporters(cfg.report_to, self.out, cfg.to_dict(), resume_step=self.step) if self.dist.is_main \
+            else None
 
         def on_stop_signal(signum, frame):  # Ctrl-C, or SIGTERM (torchrun stopping, a scheduler preempting)
             self._stop = True
@@ -274,6 +280,8 @@ class Trainer:
                         m.update(self.task.diagnostics(self.model, self.tokenizer))
                 history.append(m)
                 self.log("metrics.jsonl", [m])
+                if reporters is not None:
+                    reporters.step(self.step, m, self.adapter_norm())
                 self.step += 1
                 if bar is not None:
                     bar.update(1)
@@ -287,6 +295,10 @@ class Trainer:
                     raise KeyboardInterrupt
                 if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps):
                     self.save_checkpoint(self.step)  # the last step too: a finished run can be extended
+        except BaseException:
+            if reporters is not None:
+                reporters.close()
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -298,7 +310,13 @@ class Trainer:
             save_adapter(self.model, adapter_path, dtype=cfg.save_dtype)
         after = self.evaluate("eval_after")
         summary = self.summarize(before, after, adapter_path) if self.dist.is_main else None
+        if reporters is not None:
+            reporters.finish({"eval_before": before, "eval_after": after}, summary.get("curves_path"), cfg.steps)
         return self.dist.broadcast(summary)
+
+    def adapter_norm(self) -> float:
+        """‖v‖ (all trained numbers together): how far the adapter has moved from zero."""
+        return float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in self.params)))
 
     def resolved(self) -> dict[str, Any]:
         """What the config's automatic values became in this process (``lr: null``, ``device: auto`` …)."""

@@ -113,6 +113,8 @@ class TrainConfig:
     checkpoint_every: int = 10
     save_dtype: str = "fp32"
     log_completions: bool = True  # every sampled completion and its reward to completions.jsonl
+    # where the step metrics go besides metrics.jsonl (always written): tensorboard, wandb (optional extras)
+    report_to: list[str] = field(default_factory=lambda: ["jsonl"])
     seed: int = 0
     dtype: str = "fp32"  # the frozen base's dtype; the adapter and optimizer are fp32 regardless
     device: str = "auto"  # cpu, cuda (one GPU per rank under torchrun), cuda:N, or auto (CUDA when present)
@@ -161,6 +163,13 @@ class TrainConfig:
             if not ok:
                 raise ValueError(msg)
         check_device_name(self.device)
+        if not isinstance(self.report_to, list) or not all(isinstance(x, str) for x in self.report_to):
+            raise ValueError(f"report_to must be a list of logger names (jsonl, tensorboard, wandb), got {self.report_to!r}")
+        from .reporting import REPORTERS
+
+        bad = [x for x in self.report_to if x not in REPORTERS]
+        if bad:
+            raise ValueError(f"report_to: unknown logger(s) {bad}; known: {', '.join(REPORTERS)}")
 
     def adapter_config(self) -> AdapterConfig:
         return config_from_dict(self.adapter)

@@ -12,7 +12,7 @@ from .config import TrainConfig
 # killed before its first step); anything else is the user's and is never written over.
 RUN_FILES = {"config.yaml", "resolved.json", "versions.json", "metrics.jsonl", "completions.jsonl", "latest",
              "latest.tmp", "eval_before", "eval_after", "adapter.safetensors", "summary.json", "curves.png",
-             "sweep_point.json"}
+             "sweep_point.json", "tensorboard", "wandb"}
 
 
 def _is_run_file(name: str) -> bool:
