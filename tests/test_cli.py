@@ -155,3 +155,19 @@ def test_other_option_paths_refuse_bad_values_in_one_line(tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_one_option_means_one_thing_on_every_command():
+    """--task-arg and --dtype on train as on eval; --device/--dtype/--no-cache on serve; toy eval --limit."""
+    from tinylora.cli.main import build_parser, train_config_from_args
+
+    p = build_parser()
+    cfg = train_config_from_args(p.parse_args(["train", "--task", "gsm8k", "--task-arg", "mode=strict",
+                                               "--dtype", "bf16", "steps=1"]))
+    assert cfg.task_args == {"mode": "strict"} and cfg.dtype == "bf16"
+    for cmd in (["eval", "--model", "m", "--task", "t"], ["serve", "--model", "m", "--adapters", "d"],
+                ["export", "--model", "m", "--adapter", "a", "--format", "merged", "--out", "o"]):
+        ns = p.parse_args([*cmd, "--dtype", "bf16"])
+        assert ns.dtype == "bf16"
+    assert p.parse_args(["serve", "--model", "m", "--adapters", "d", "--device", "cpu", "--no-cache"]).no_cache
+    assert p.parse_args(["toy", "eval", "--limit", "7"]).n == 7

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from .._core.dtypes import DTYPE_NAMES
+
 TYING_MODES = ("none", "tiled", "structured", "all")
-STORAGE_DTYPES = ("fp32", "bf16", "fp16")
+STORAGE_DTYPES = DTYPE_NAMES  # how trained values may be stored
 
 # Linear layers adapted when the user names none. Llama/Qwen/Mistral-style decoders use the first
 # list; GPT-2 uses fused Conv1D projections.

@@ -26,13 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._core.dtypes import torch_dtype
 from .._core.errors import TinyLoRAError
 from . import fingerprint as fp
 from .config import AdapterConfig, config_from_dict
 from .model import adapted_modules, attach, detach, get_root, is_attached
 
 FORMAT_VERSION = 1
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class AdapterError(TinyLoRAError):
@@ -120,10 +120,8 @@ def save(model: nn.Module, path: str | os.PathLike, dtype: str = "fp32") -> Path
 
     from .. import __version__
 
-    if dtype not in TORCH_DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(TORCH_DTYPES)}, got {dtype!r}")
     root = get_root(model)
-    tensors = {k: t.to(TORCH_DTYPES[dtype]).contiguous() for k, t in _payload(model).items()}
+    tensors = {k: t.to(torch_dtype(dtype)).contiguous() for k, t in _payload(model).items()}
     for k, t in tensors.items():
         if not torch.isfinite(t).all():
             raise AdapterError(f"refusing to save: tensor {k!r} has NaN/inf values (diverged training?)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .._core.dtypes import DTYPE_NAMES
+from ..generation import ENGINES
 from .options import (
     MODEL_HELP,
     add_no_cache,
@@ -79,14 +81,14 @@ def add_parser(sub) -> None:
     s.add_argument("--data-dir", help="local data: DIR/<split>.jsonl or DIR/<task>/<split>.jsonl (no hub needed)")
     s.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="task option, e.g. mode=strict (gsm8k), path=FILE reward=numeric (jsonl)")
-    s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    s.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES)
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); under torchrun "
                                                      "each rank takes its share of the examples")
     s.add_argument("--nproc", type=int, metavar="N", help="split the examples over N processes on this machine "
                                                            "(runs the same command under torchrun)")
     add_threads(s)
     add_no_cache(s)
-    s.add_argument("--engine", choices=["auto", "tinylora", "static", "hf"], default="auto",
+    s.add_argument("--engine", choices=ENGINES, default="auto",
                    help="decode loop: ours (tinylora; auto = ours for Llama/Qwen2/GPT-2/Mistral/Qwen3), ours with "
                         "static shapes (static: its decode step a CUDA graph on a GPU, unverified) or transformers "
                         "generate (hf); all give the same tokens")

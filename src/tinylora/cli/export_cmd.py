@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._core.dtypes import DTYPE_NAMES
 from .options import MODEL_HELP, add_no_cache, check_model
 
 
@@ -35,6 +36,6 @@ def add_parser(sub) -> None:
                    help="peft-tinylora: peft.PeftModel loads it; peft-lora: exact rank-r LoRA for vLLM and "
                         "LoRA servers; merged: save_pretrained of W + ΔW")
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="dtype to load the base in")
+    s.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES, help="dtype to load the base in")
     add_no_cache(s)
     s.set_defaults(func=_cmd_export)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from .options import add_threads, check_model
+from .._core.dtypes import DTYPE_NAMES
+from .options import MODEL_HELP, add_no_cache, add_threads, check_model
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -19,13 +20,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise ValueError(f"{name} must be positive, got {v}")
     if not (args.timeout > 0 and args.timeout != float("inf")):  # nan fails the first test too
         raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    from .._core.distributed import resolve_device
     from .._core.threads import set_threads
     from ..serve.http import serve
 
+    args.device = str(resolve_device(args.device))  # cpu, cuda, cuda:N, auto: checked before the load
     set_threads(args.threads)
     serve(args.model, args.adapters, host=args.host, port=args.port,
           api_key=args.api_key or os.environ.get("TINYLORA_API_KEY"), max_batch=args.max_batch,
-          max_queue=args.max_queue, request_timeout_s=args.timeout)
+          max_queue=args.max_queue, request_timeout_s=args.timeout, dtype=args.dtype, device=args.device)
     return 0
 
 
@@ -38,7 +41,7 @@ def add_parser(sub) -> None:
                     "carry different adapters (continuous batching; the base matmuls shared). Files added to the "
                     "folder are picked up without a restart; a file that does not fit the base is refused with a "
                     "logged reason. Binds to 127.0.0.1 unless told otherwise.")
-    s.add_argument("--model", required=True, help="the base: Hugging Face id, local folder, or 'toy'")
+    s.add_argument("--model", required=True, help="the base: " + MODEL_HELP)
     s.add_argument("--adapters", required=True, metavar="DIR", help="folder of adapter files (their stems are the names)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
@@ -46,5 +49,8 @@ def add_parser(sub) -> None:
     s.add_argument("--max-batch", type=int, default=64, help="rows decoded together")
     s.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond the batch; more get HTTP 429")
     s.add_argument("--timeout", type=float, default=600.0, help="per-request limit in seconds (HTTP 504 past it)")
+    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present)")
+    s.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES, help="the base's dtype (adapters stay fp32)")
+    add_no_cache(s)
     add_threads(s)
     s.set_defaults(func=_cmd_serve)

@@ -83,7 +83,7 @@ def add_parser(sub) -> None:
     s = toy_sub.add_parser("eval", help="free (greedy, temperature 1) and forced step-by-step accuracy")
     s.add_argument("--model", default="toy", help="'toy' (shipped) or a folder")
     s.add_argument("--adapter", help="adapter file to load first")
-    s.add_argument("--n", type=int, default=500, help="held-out problems")
+    s.add_argument("--limit", "--n", dest="n", type=int, default=500, help="held-out problems (--n: the old name)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=64)
     s.set_defaults(func=_cmd_toy_eval)

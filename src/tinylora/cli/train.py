@@ -7,12 +7,14 @@ import json
 import warnings
 from pathlib import Path
 
+from .._core.dtypes import DTYPE_NAMES
 from .options import (
     MODEL_HELP,
     add_no_cache,
     add_threads,
     check_model,
     launch,
+    parse_kv,
     strip_nproc,
 )
 
@@ -25,15 +27,18 @@ def train_config_from_args(args: argparse.Namespace):
 
     overrides = list(args.overrides)
     if args.resume:
-        return resumed_config(args.resume, overrides, [f"--{f}" for f in ("config", "algo", "device", "model", "task",
-                                                                          "out") if getattr(args, f, None) is not None])
-    for flag, key in (("algo", "algo"), ("device", "device"), ("model", "model"), ("task", "task"),
-                      ("out", "out_dir")):
+        return resumed_config(args.resume, overrides, [f"--{f}" for f in ("config", "algo", "device", "dtype", "model",
+                                                                          "task", "out") if getattr(args, f, None) is not None]
+                              + (["--task-arg"] if args.task_arg else []))
+    for flag, key in (("algo", "algo"), ("device", "device"), ("dtype", "dtype"), ("model", "model"),
+                      ("task", "task"), ("out", "out_dir")):
         value = getattr(args, flag, None)
         if value is not None:
             if any(o.startswith(f"{key}=") for o in overrides):
                 raise ValueError(f"--{flag} and {key}=… both given; use one")
             overrides = [f"{key}={json.dumps(value)}", *overrides]
+    for k, v in parse_kv(args.task_arg).items():  # --task-arg k=v, as on eval: the same as task_args.k=v
+        overrides.append(f"task_args.{k}={json.dumps(v)}")
     if args.config:
         cfg = TrainConfig.from_yaml(args.config, overrides)
     else:
@@ -112,6 +117,10 @@ def add_parser(sub) -> None:
     s.add_argument("--out", help="shorthand for out_dir=… (the run directory)")
     s.add_argument("--device", choices=["cpu", "cuda", "auto"],
                    help="shorthand for device=… (default auto: CUDA when present; one GPU per rank under torchrun)")
+    s.add_argument("--dtype", choices=DTYPE_NAMES, help="shorthand for dtype=… (the frozen base's dtype; the "
+                                                        "adapter and optimizer stay fp32)")
+    s.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="task option, as on eval (= task_args.KEY=VALUE), e.g. mode=strict")
     s.add_argument("--nproc", type=int, metavar="N",
                    help="data parallel on this machine: run the same command under torchrun with N processes "
                         "(= torchrun --standalone --nproc-per-node N -m tinylora train …); for several machines "

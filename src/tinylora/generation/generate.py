@@ -13,6 +13,7 @@ import torch
 
 from ..adapters.model import is_attached, merged
 from ..adapters.multi import per_row_active
+from . import ENGINES
 from .sampling import Sampling, SeededSampler, sample_tokens  # noqa: F401  (sample_tokens: part of this API)
 
 
@@ -38,7 +39,6 @@ class Generated:
     logprobs: list[list[float]] | None  # sampled tokens' log-probs (sampling only)
 
 
-ENGINES = ("auto", "tinylora", "static", "hf")
 
 
 def resolve_engine(model, engine: str) -> str:

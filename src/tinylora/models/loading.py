@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from .._core.dtypes import torch_dtype
 
 
 def shipped_toy_path() -> Path:
@@ -69,11 +67,10 @@ def load_model(name_or_path: str, dtype: str = "fp32", device: str = "cpu"):
     """``AutoModelForCausalLM.from_pretrained`` in eval mode; a local folder never touches the hub."""
     from transformers import AutoModelForCausalLM
 
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    torch_dtype(dtype)  # an unknown name: said before the load
     path, kw = _source(name_or_path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], **kw)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), **kw)
     except OSError as e:
         raise ValueError(f"cannot load model {name_or_path!r}: {' '.join(str(e).split())} — give a local folder "
                          "with config.json and weights, a .gguf file or a name of `tinylora models list` "

@@ -30,11 +30,11 @@ from ..adapters.model import attach, get_root, trainable_parameters, update_byte
 from ..evaluation import evaluate, versions
 from ..generation.rollout import LocalBackend, RolloutBackend
 from .config import TrainConfig
+from .curves import sparkline, write_curves_png
+from .losses import token_logprobs
 from .reporting import Reporters
 from .reporting import check_available as check_reporters
 from .run_dir import check_run_dir, resumed_config  # noqa: F401  (re-exported: the trainer checks before it writes)
-from .curves import sparkline, write_curves_png
-from .losses import token_logprobs
 
 
 @dataclass

@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from .._core.distributed import check_device_name
+from .._core.dtypes import DTYPE_NAMES
 from ..adapters.config import AdapterConfig, TinyLoRAConfig, config_from_dict
+from ..generation import ENGINES
+from .losses import AGGREGATIONS
 
 ALGOS = ("grpo", "sft", "es")  # the algorithm names; each is the module trainers/<name>.py
 
@@ -137,14 +140,15 @@ class TrainConfig:
              "and group_size must be positive"),
             (self.temperature > 0, "temperature must be > 0 for sampling"),
             (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
-            (self.loss_aggregation in ("token-mean", "seq-mean", "dr-grpo"),
-             f"loss_aggregation must be token-mean, seq-mean or dr-grpo, got {self.loss_aggregation!r}"),
+            (self.loss_aggregation in AGGREGATIONS,
+             f"loss_aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.loss_aggregation!r}"),
             (self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine, got {self.schedule!r}"),
             (self.num_iterations >= 1, "num_iterations must be >= 1"),
             (self.micro_batch_size >= 1, "micro_batch_size must be >= 1"),
-            (self.rollout_engine in ("auto", "tinylora", "static", "hf"),
-             f"rollout_engine must be auto, tinylora, static or hf, got {self.rollout_engine!r}"),
-            (self.save_dtype in ("fp32", "bf16", "fp16"), "save_dtype must be fp32, bf16 or fp16"),
+            (self.rollout_engine in ENGINES,
+             f"rollout_engine must be one of {', '.join(ENGINES)}, got {self.rollout_engine!r}"),
+            (self.save_dtype in DTYPE_NAMES, f"save_dtype must be one of {', '.join(DTYPE_NAMES)}"),
+            (self.dtype in DTYPE_NAMES, f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {self.dtype!r}"),
             (self.clip_low >= 0 and self.clip_high >= 0, "clip ranges must be non-negative"),
             (self.autocast in ("auto", "bf16", "off"), f"autocast must be auto, bf16 or off, got {self.autocast!r}"),
             (self.dist_timeout_s > 0, "dist_timeout_s must be positive"),

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from .config import TrainConfig
 
-
 # What a run directory holds (a fresh run may start in a folder holding only these, e.g. one that was
 # killed before its first step); anything else is the user's and is never written over.
 RUN_FILES = {"config.yaml", "resolved.json", "versions.json", "metrics.jsonl", "completions.jsonl", "latest",

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._core.dtypes import DTYPE_NAMES as STORAGE_DTYPES
+from .._core.dtypes import torch_dtype
 from .config import TrainConfig, apply_overrides
 from .sweep_report import best_curves, command_line, plot, report, write_table  # noqa: F401  (the sweep API)
-
-STORAGE_DTYPES = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -226,7 +226,7 @@ def storage_evals(trainer, dtypes: list[str], select_split: str | None = None) -
         for dt in dtypes:
             with torch.no_grad():  # from the trained fp32 values each time, whatever the order
                 for p, s in zip(trainer.params, saved):
-                    p.copy_(s if dt == "fp32" else s.to({"bf16": torch.bfloat16, "fp16": torch.float16}[dt]).to(s.dtype))
+                    p.copy_(s if dt == "fp32" else s.to(torch_dtype(dt)).to(s.dtype))
             if dt == "fp32":
                 acc = json.loads((trainer.out / "eval_after" / "summary.json").read_text())
             else:

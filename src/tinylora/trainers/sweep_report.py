@@ -6,8 +6,8 @@ import csv
 import json
 import shlex
 import sys
-from pathlib import Path
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
