@@ -29,7 +29,7 @@ import torch
 
 from .config import LoRAXSConfig, TinyLoRAConfig
 from .layers import LoRAXSDelta, TinyLoRADelta
-from .model import adapted_modules, get_root, trainable_parameters
+from .model import adapted_modules, get_root, is_attached, trainable_parameters
 
 
 def flat_values(model) -> torch.Tensor:
@@ -107,10 +107,11 @@ class PerRow:
         rows = torch.as_tensor(rows, dtype=torch.long).reshape(-1)
         if rows.numel() and (int(rows.min()) < -1 or int(rows.max()) >= self.K):
             raise ValueError(f"row indices must be in [-1, {self.K}); got {rows.min().item()}..{rows.max().item()}")
-        self._use(torch.where(rows < 0, torch.full_like(rows, self.K), rows))
+        self.use_table_rows(torch.where(rows < 0, torch.full_like(rows, self.K), rows))
 
-    def _use(self, rows: torch.Tensor) -> None:
-        """Table indices per row (K = the base's zero entry): what every module reads."""
+    def use_table_rows(self, rows: torch.Tensor) -> None:
+        """Table indices per row as they are (K = the base's zero entry): what every module reads. The
+        decode loop calls it as it compacts its batch, with the rows it keeps."""
         self.rows = rows
         for name, mod in adapted_modules(self.model).items():
             sr = self.table[name]
@@ -136,6 +137,11 @@ def per_row(model, table: dict[str, torch.Tensor], rows: torch.Tensor | Sequence
         root.per_row_state = None
         for m in mods.values():
             m.delta.per_row = None
+
+
+def active_state(model) -> PerRow | None:
+    """The per-row state inside a :func:`per_row` block, else None (what the decode loop follows)."""
+    return getattr(get_root(model), "per_row_state", None) if is_attached(model) else None
 
 
 def per_row_active(model) -> bool:

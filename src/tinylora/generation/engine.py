@@ -129,14 +129,14 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling
            ) -> tuple[torch.Tensor, list[list[float]] | None]:
     """Generate for left-padded prompts ``ids`` (B, P); returns (new tokens (B·n, T), prompt-major,
     padded after EOS; sampled tokens' log-probs per row (padded with 0.0), or None when greedy)."""
-    from ..adapters.model import get_root, is_attached
+    from ..adapters.multi import active_state
 
     sampling = sampling or Sampling(temperature=0.0)
     greedy = sampling.temperature <= 0
     device = ids.device
     B = ids.shape[0]
     N = B * n
-    state = getattr(get_root(model), "per_row_state", None) if is_attached(model) else None
+    state = active_state(model)
     full_rows = state.rows.clone() if state is not None else None
     if full_rows is not None and full_rows.shape[0] != N:
         raise ValueError(f"per-row adapters are set for {full_rows.shape[0]} rows; this batch has {N}")
@@ -148,7 +148,7 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling
     try:
         pos = (mask.cumsum(-1) - 1).clamp_min(0)
         if state is not None:
-            state._use(full_rows[::n])  # the prefill batch: one row per prompt (its samples share it)
+            state.use_table_rows(full_rows[::n])  # the prefill batch: one row per prompt (its samples share it)
         cache = _preallocated_cache(ids.shape[1] + sampling.max_new_tokens)
         ckw = cache_kwarg(model)
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
@@ -160,7 +160,7 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling
             cache.batch_repeat_interleave(n)
             logits, mask, next_pos = (x.repeat_interleave(n, 0) for x in (logits, mask, next_pos))
         if state is not None:
-            state._use(full_rows)
+            state.use_table_rows(full_rows)
         batch = torch.arange(N, device=device)  # which output row each batch row is
         alive = torch.ones(N, dtype=torch.bool, device=device)  # finished rows stay until the next compaction
         T = sampling.max_new_tokens
@@ -187,7 +187,7 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling
                 cache.batch_select_indices(idx)
                 batch, mask, next_pos, tok, alive = batch[idx], mask[idx], next_pos[idx], tok[idx], alive[idx]
                 if state is not None:
-                    state._use(full_rows[batch.cpu()])
+                    state.use_table_rows(full_rows[batch.cpu()])
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
             out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None], use_cache=True,
                         logits_to_keep=1, **{ckw: cache})
@@ -196,7 +196,7 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling
             next_pos = next_pos + 1
     finally:
         if state is not None:
-            state._use(full_rows)
+            state.use_table_rows(full_rows)
     lp_list = logps[:, :steps].tolist() if logps is not None else None
     return tokens[:, :steps], lp_list
 
@@ -226,7 +226,7 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, s
     decode step as a CUDA graph. Same tokens and log-probs as :func:`decode` and ``generate``."""
     from transformers import StaticCache
 
-    from ..adapters.model import get_root, is_attached
+    from ..adapters.multi import active_state
 
     sampling = sampling or Sampling(temperature=0.0)
     greedy = sampling.temperature <= 0
@@ -237,7 +237,7 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, s
     ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
     N, P = ids.shape
     T = sampling.max_new_tokens
-    state = getattr(get_root(model), "per_row_state", None) if is_attached(model) else None
+    state = active_state(model)
     if state is not None and state.rows.shape[0] != N:
         raise ValueError(f"per-row adapters are set for {state.rows.shape[0]} rows; this batch has {N}")
     if not greedy:

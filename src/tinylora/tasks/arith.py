@@ -26,6 +26,7 @@ class ArithTask(GSM8K):
     splits = ("train", "validation", "test")
     template = "Q: {question}\nA:"
     stop = ("\nQ:",)
+    curves = {"p_step": "P(step opening)"}
 
     def __init__(self, data_dir=None, seed: int = 0, n_train: int = 20000, n_test: int = 500,
                  n_val: int = 500,

@@ -153,6 +153,9 @@ class Task:
         flexible, so a format gain is never mistaken for a reasoning gain); none by default."""
         return {}
 
+    # diagnostics a run draws and reports per step (key → label), e.g. the toy's P(step opening)
+    curves: ClassVar[dict[str, str]] = {}
+
     def diagnostics(self, model, tokenizer) -> dict[str, float]:
         """Task-specific numbers logged with every training step (none by default); cheap, and
         computed on fixed training prompts, never on the evaluation split."""

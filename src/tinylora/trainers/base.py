@@ -28,7 +28,7 @@ from ..adapters.file import load as load_adapter
 from ..adapters.file import save as save_adapter
 from ..adapters.model import attach, get_root, trainable_parameters, update_bytes
 from ..evaluation import evaluate, versions
-from ..generation.rollout import LocalBackend, RolloutBackend
+from ..generation.rollout import LocalBackend, Rollout, RolloutBackend, Sampling
 from .config import TrainConfig
 from .curves import sparkline, write_curves_png
 from .losses import token_logprobs
@@ -84,6 +84,7 @@ class Trainer:
 
     algo = ""
     curve = "loss"  # the metric summarised first fifth → last fifth in the report
+    curve_label = "loss"
 
     def __init__(self, cfg: TrainConfig, *, model=None, tokenizer=None, task=None,
                  backend: RolloutBackend | None = None, progress: bool = True,
@@ -152,6 +153,18 @@ class Trainer:
         return self._perm
 
     # --- one step (the algorithm) ----------------------------------------------------------
+    def rollout(self, step: int) -> tuple[list, Rollout]:
+        """This rank's prompts of ``step`` and group_size samples of each, sample s of prompt j drawn
+        from the stream (seed, step, j, s): what GRPO learns from and rejection SFT filters."""
+        cfg = self.cfg
+        chosen = self.my_examples(step)
+        if not chosen:  # more ranks than prompts: this rank sits the step out (but joins every collective)
+            return chosen, Rollout([], [], [], [])
+        prompts = [self.task.prompt(e, self.tokenizer) for _, e in chosen]
+        seeds = [stream_key(cfg.seed, step, j, s) for j, _ in chosen for s in range(cfg.group_size)]
+        sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
+        return chosen, self.backend.generate(prompts, cfg.group_size, sampling, seeds)
+
     def train_step(self, step: int) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -359,17 +372,24 @@ class Trainer:
             "values": [x for p in self.params for x in p.detach().flatten().tolist()][:64],
             "method": get_root(self.model).config.method, "steps": cfg.steps, "world_size": self.dist.world,
         }
-        series = {k: [m[k] for m in all_metrics if k in m] for k in (self.curve, "accuracy", "p_step")}
+        labels = {self.curve: self.curve_label, "accuracy": "batch accuracy", **self.task.curves}
+        series = {k: [m[k] for m in all_metrics if k in m] for k in labels}
         if series["accuracy"] == series[self.curve]:  # a 0/1 reward: its mean is the batch accuracy
             del series["accuracy"]
         summary["sparklines"] = {k: sparkline(v) for k, v in series.items() if v}
+        summary["labels"] = labels
+        summary["notes"] = self.report_notes()
         evals = {0: before["accuracy"]} if before else {}
         evals[cfg.steps] = after["accuracy"]
         summary["curves_path"] = str(write_curves_png(
-            all_metrics, self.out / "curves.png", evals,
+            all_metrics, self.out / "curves.png", evals, extra_panels=self.task.curves,
             title=f"{self.algo} · {summary['method']} · {summary['trainable_parameters']} parameters"))
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    def report_notes(self) -> list[str]:
+        """Lines an algorithm adds to the run's report (ES: which mean it kept); none by default."""
+        return []
 
 
 def _main_thread() -> bool:
@@ -389,13 +409,9 @@ def format_report(s: dict[str, Any]) -> str:
     lines.append(f"{s['curve'].replace('_mean', '')}: {s['curve_first']:.3f} (first fifth of steps) → "
                  f"{s['curve_last']:.3f} (last fifth)")
     for key, line in s.get("sparklines", {}).items():
-        name = {"reward_mean": "reward", "accuracy": "batch accuracy", "p_step": "P(step opening)",
-                "fitness_mean": "mean fitness"}.get(key, key)
+        name = s.get("labels", {}).get(key, key)
         lines.append(f"{name + ' per step:':<26}{line}")
-    if s.get("es_kept"):
-        k = s["es_kept"]
-        lines.append(f"kept: the mean after step {k['step']} ({100 * k['accuracy']:.1f}% on {k['examples']} "
-                     f"{k['split']} problems, the best scored)")
+    lines += s.get("notes", [])
     if s.get("curves_path"):
         lines.append(f"curves: {s['curves_path']}")
     lines.append(f"{s['method']}: {s['trainable_parameters']} trained parameters, {s['adapter_bytes']} bytes "

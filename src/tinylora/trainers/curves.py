@@ -25,12 +25,11 @@ def sparkline(values: list[float], width: int = 40, lo: float | None = None, hi:
 
 # (metric key, panel title); a panel is drawn when the metrics have the key
 PANELS = [("reward_mean", "reward (mean over samples)"), ("loss", "loss"), ("accuracy", "accuracy (training batch)"),
-          ("response_length", "response length (tokens)"), ("kl", "KL to the base"), ("grad_norm", "gradient norm"),
-          ("p_step", "P(step opening), 64 fixed train prompts")]
+          ("response_length", "response length (tokens)"), ("kl", "KL to the base"), ("grad_norm", "gradient norm")]
 
 
 def write_curves_png(metrics: list[dict], path: str | Path, evals: dict[int, float] | None = None,
-                     title: str = "") -> Path:
+                     title: str = "", extra_panels: dict[str, str] | None = None) -> Path:
     """Plot every available metric against step; held-out accuracy (``evals``: step → accuracy) on the
     accuracy panel as points."""
     import matplotlib
@@ -38,7 +37,7 @@ def write_curves_png(metrics: list[dict], path: str | Path, evals: dict[int, flo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(k, t) for k, t in PANELS if any(k in m for m in metrics)]
+    panels = [(k, t) for k, t in [*PANELS, *(extra_panels or {}).items()] if any(k in m for m in metrics)]
     cols = 3
     rows = max(1, math.ceil(len(panels) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)

@@ -68,6 +68,7 @@ def antithetic_gradient(shaped: torch.Tensor, eps: torch.Tensor, sigma: float) -
 class ESTrainer(Trainer):
     algo = "es"
     curve = "fitness_mean"
+    curve_label = "mean fitness"
 
     def __init__(self, cfg, **kw):
         super().__init__(cfg, **kw)
@@ -220,6 +221,12 @@ class ESTrainer(Trainer):
                                   "accuracy": self.best["score"], "examples": len(self.eval_examples)}
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    def report_notes(self) -> list[str]:
+        if not self.es.keep_best:
+            return []
+        return [f"kept: the mean after step {self.best['step']} ({100 * self.best['score']:.1f}% on "
+                f"{len(self.eval_examples)} {self.es.eval_split} problems, the best scored)"]
 
     # --- checkpoint state -------------------------------------------------------------------
     def save_extra(self, ckpt: Path) -> None:

@@ -31,9 +31,8 @@ from typing import Any
 
 import torch
 
-from .._core.seeding import stream_key
 from ..adapters.model import disabled
-from ..generation.rollout import Rollout, Sampling
+from ..generation.rollout import Rollout
 from . import register
 from .base import Trainer, build_batch, completion_logprobs
 from .losses import group_advantages, policy_loss
@@ -45,21 +44,12 @@ class GRPOTrainer(Trainer):
 
     algo = "grpo"
     curve = "reward_mean"
+    curve_label = "reward"
 
     def postfix(self, m: dict[str, Any]) -> dict[str, str]:
         return {"reward": f"{m['reward_mean']:.3f}", "zero_std": f"{m['frac_zero_std']:.2f}"}
 
     # --- one step -------------------------------------------------------------------------
-    def rollout(self, step: int) -> tuple[list, Rollout]:
-        cfg = self.cfg
-        chosen = self.my_examples(step)
-        if not chosen:  # more ranks than prompts: this rank sits the step out (but joins every collective)
-            return chosen, Rollout([], [], [], [])
-        prompts = [self.task.prompt(e, self.tokenizer) for _, e in chosen]
-        seeds = [stream_key(cfg.seed, step, j, s) for j, _ in chosen for s in range(cfg.group_size)]
-        sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens)
-        return chosen, self.backend.generate(prompts, cfg.group_size, sampling, seeds)
-
     def log_completions(self, step: int, chosen: list, ro: Rollout, rewards: list[float]) -> None:
         """Every sample of the step (gathered from all ranks) to ``completions.jsonl``."""
         if not self.cfg.log_completions:

@@ -23,9 +23,7 @@ from typing import Any
 
 import torch
 
-from .._core.seeding import stream_key
 from ..generation.generate import prompt_special_tokens
-from ..generation.rollout import Sampling
 from . import register
 from .base import Batch, Trainer, build_batch, completion_logprobs
 
@@ -68,10 +66,7 @@ class SFTTrainer(Trainer):
             return (*reference_targets(self.task, self.tokenizer, [e for _, e in chosen]), None)
         if not chosen:  # more ranks than prompts: nothing to sample on this rank
             return [], [], []
-        prompts = [self.task.prompt(e, self.tokenizer) for _, e in chosen]
-        seeds = [stream_key(cfg.seed, step, j, s) for j, _ in chosen for s in range(cfg.group_size)]
-        ro = self.backend.generate(prompts, cfg.group_size, Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens),
-                                   seeds)
+        chosen, ro = self.rollout(step)
         refs = [e.answer for _, e in chosen for _ in range(cfg.group_size)]
         rewards = self.reward(ro.texts, refs)
         keep = [i for i, r in enumerate(rewards) if r >= 1.0]  # trained on exactly the sampled tokens
