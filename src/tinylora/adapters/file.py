@@ -29,6 +29,7 @@ from torch import nn
 from .._core.dtypes import torch_dtype
 from .._core.errors import TinyLoRAError
 from . import fingerprint as fp
+from . import methods
 from .config import AdapterConfig, config_from_dict
 from .model import adapted_modules, attach, detach, get_root, is_attached
 
@@ -70,43 +71,16 @@ def _payload_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def _payload(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The trained tensors (fp32, CPU) under their file keys."""
+    """The trained tensors (fp32, CPU) under their file keys (each method says which: :mod:`.methods`)."""
     root = get_root(model)
-    method = root.config.method
     with torch.no_grad():
-        if method == "tinylora":
-            return {"v": torch.stack([v.float() for v in root.v]).cpu()}
-        mods = adapted_modules(model)
-        if method == "lora_xs":
-            return {"R": torch.stack([m.delta.weight.float() for m in mods.values()]).cpu()}
-        if method == "lora":
-            out = {}
-            for name, m in mods.items():
-                out[f"lora_A.{name}"] = m.delta.A.float().cpu()
-                out[f"lora_B.{name}"] = m.delta.B.float().cpu()
-            return out
-        if method == "full":
-            return {f"delta.{name}": m.delta.delta.float().cpu() for name, m in mods.items()}
-    raise AdapterError(f"unknown method {method!r}")
+        return methods.of(root.config).payload(root.v, adapted_modules(model))
 
 
 def _assign_payload(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     root = get_root(model)
-    method = root.config.method
     with torch.no_grad():
-        if method == "tinylora":
-            for i, v in enumerate(root.v):
-                v.copy_(tensors["v"][i])
-            return
-        mods = adapted_modules(model)
-        for i, (name, m) in enumerate(mods.items()):
-            if method == "lora_xs":
-                m.delta.weight.copy_(tensors["R"][i])
-            elif method == "lora":
-                m.delta.A.copy_(tensors[f"lora_A.{name}"])
-                m.delta.B.copy_(tensors[f"lora_B.{name}"])
-            elif method == "full":
-                m.delta.delta.copy_(tensors[f"delta.{name}"])
+        methods.of(root.config).assign(root.v, adapted_modules(model), tensors)
 
 
 def _base_name(model: nn.Module) -> str | None:

@@ -15,20 +15,16 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from .._core import seeding
 from . import fingerprint as fp
-from . import tying
+from . import methods, tying
 from .config import (
     DEFAULT_TARGETS_GPT2,
     DEFAULT_TARGETS_LLAMA,
     AdapterConfig,
-    FullConfig,
-    LoRAConfig,
-    LoRAXSConfig,
-    TinyLoRAConfig,
 )
 from .factors import cached_top_r
-from .layers import AdaptedLinear, FullDelta, LoRADelta, LoRAXSDelta, TinyLoRADelta
+from .layers import AdaptedLinear
+from .methods import BuildContext
 from .svd import SVDFactors
 
 log = logging.getLogger(__name__)
@@ -146,16 +142,17 @@ def attach(
                 "tie_word_embeddings=False or leave it out of target_modules."
             )
 
+    method = methods.of(config)
     groups: list[int] | None = None
     u = None
-    if isinstance(config, TinyLoRAConfig):
+    if method.tied:
         n_tie = config.n_tie
         if config.budget is not None:
             n_tie = tying.n_tie_for_budget(names, config.tying, config.u, config.budget)
         groups = tying.assign_groups(names, config.tying, n_tie)
         u = config.u
     root = AdapterRoot(config, names, groups, u)
-    if isinstance(config, TinyLoRAConfig):
+    if method.tied:
         root.n_tie = n_tie  # resolved value when a budget was given
 
     for p in model.parameters():
@@ -173,24 +170,14 @@ def attach(
         weight_dtype = str(W.dtype).removeprefix("torch.")
         out_f, in_f = W.shape
         factors: SVDFactors | None = None
-        if isinstance(config, (LoRAXSConfig, TinyLoRAConfig)):
+        if method.svd:
             if config.r > min(out_f, in_f):
                 raise ValueError(f"r={config.r} exceeds min(shape)={min(out_f, in_f)} of {name} ({out_f}×{in_f})")
             factors = cached_top_r(W, config.r, method=svd_method, use_cache=cache)
             root.svd_stats[name] = {"method": factors.method, "iterations": factors.iterations,
                                     "residual": factors.residual, "gap": factors.gap}
         dev = W.device
-        if isinstance(config, FullConfig):
-            delta = FullDelta(out_f, in_f)
-        elif isinstance(config, LoRAConfig):
-            delta = LoRADelta(out_f, in_f, config.r, config.alpha, lora_gen)
-        elif isinstance(config, LoRAXSConfig):
-            delta = LoRAXSDelta(factors.U, factors.S, factors.Vh)
-        elif isinstance(config, TinyLoRAConfig):
-            P = seeding.normal((config.u, config.r, config.r), config.seed, index)
-            delta = TinyLoRADelta(factors.U, factors.S, factors.Vh, P, config.alpha, root.v, groups[index])
-        else:
-            raise TypeError(f"unsupported config type {type(config).__name__}")
+        delta = method.build(config, BuildContext(index, (out_f, in_f), factors, root.v, groups, lora_gen))
         modules_fp[name] = fp.module_fingerprint(W, factors)
         wrapped = AdaptedLinear(base, delta.to(dev), fan_in_fan_out)
         _set_submodule(model, name, wrapped)
@@ -224,9 +211,7 @@ def detach(model: nn.Module) -> nn.Module:
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The adapter's trainable tensors, each once, in a fixed order (the order the file stores)."""
     root = get_root(model)
-    if isinstance(root.config, TinyLoRAConfig):
-        return list(root.v)
-    return [p for mod in adapted_modules(model).values() for p in mod.delta.parameters()]
+    return methods.of(root.config).trainable(root.v, adapted_modules(model))
 
 
 def num_trainable(model: nn.Module) -> int:

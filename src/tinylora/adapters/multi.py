@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from .config import LoRAXSConfig, TinyLoRAConfig
+from . import methods
 from .layers import LoRAXSDelta, TinyLoRADelta
 from .model import adapted_modules, get_root, is_attached, trainable_parameters
 
@@ -67,8 +67,9 @@ def adapter_table(model, values: torch.Tensor | Sequence[torch.Tensor]) -> dict[
     Exact: R_k is computed as each module's own ``R()`` computes it from adapter k's values.
     """
     root = get_root(model)
-    if not isinstance(root.config, (TinyLoRAConfig, LoRAXSConfig)):
-        raise ValueError(f"per-row adapters need an SVD-based method (tinylora, lora_xs); this model has "
+    if not methods.of(root.config).per_row:
+        raise ValueError(f"per-row adapters need an SVD-based method whose rows can differ "
+                         f"({', '.join(m.name for m in methods.METHODS.values() if m.per_row)}); this model has "
                          f"{root.config.method!r}")
     if not isinstance(values, torch.Tensor):
         values = torch.stack([torch.as_tensor(v).reshape(-1) for v in values])

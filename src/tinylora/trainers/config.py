@@ -10,15 +10,13 @@ from typing import Any
 
 from .._core.distributed import check_device_name
 from .._core.dtypes import DTYPE_NAMES
+from ..adapters import methods
 from ..adapters.config import AdapterConfig, TinyLoRAConfig, config_from_dict
 from ..generation import ENGINES
 from .losses import AGGREGATIONS
 
 ALGOS = ("grpo", "sft", "es")  # the algorithm names; each is the module trainers/<name>.py
 
-# Learning rates that work on the toy world (see BENCHMARKS.md): a 13-number vector needs a far
-# larger step than LoRA's matrices, whose many entries all move at once.
-DEFAULT_LR = {"tinylora": 1e-2, "lora_xs": 1e-3, "lora": 1e-4, "full": 1e-5}
 
 
 def _from_known_keys(cls, data: dict[str, Any], what: str):
@@ -102,7 +100,7 @@ class TrainConfig:
     # ES (algo: es); prompts_per_step, max_new_tokens, temperature and top_p apply too
     es: dict[str, Any] = field(default_factory=lambda: dataclasses.asdict(ESConfig()))
     # optimisation
-    lr: float | None = None  # None: DEFAULT_LR of the adapter method
+    lr: float | None = None  # None: the adapter method's default_lr (adapters.methods)
     warmup_steps: int = 5
     schedule: str = "constant"  # or "cosine"
     weight_decay: float = 0.0
@@ -131,9 +129,9 @@ class TrainConfig:
         self.es = dataclasses.asdict(self.es_config())  # defaults filled in: the saved config is complete
         checks = [
             (self.algo in ALGOS, f"algo must be one of {', '.join(ALGOS)}, got {self.algo!r}"),
-            (self.algo != "es" or self.adapter.get("method") in ("tinylora", "lora_xs"),
-             f"algo es searches tinylora or lora_xs values (batched per row); got adapter method "
-             f"{self.adapter.get('method')!r}"),
+            (self.algo != "es" or methods.get(self.adapter["method"]).per_row,
+             f"algo es searches {' or '.join(m.name for m in methods.METHODS.values() if m.per_row)} values "
+             f"(batched per row); got adapter method {self.adapter.get('method')!r}"),
             (self.sft_source in ("reference", "rejection"),
              f"sft_source must be 'reference' or 'rejection', got {self.sft_source!r}"),
             (self.steps >= 1 and self.prompts_per_step >= 1 and self.group_size >= 1, "steps, prompts_per_step "
@@ -205,7 +203,8 @@ class TrainConfig:
                              f"got {value!r}")
 
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.adapter["method"]]
+        # the method's default: a 13-number vector needs a far larger step than LoRA's matrices
+        return self.lr if self.lr is not None else methods.get(self.adapter["method"]).default_lr
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
