@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import LoRAConfig, LoRAXSConfig, TinyLoRAConfig
+from . import methods
+from .config import LoRAConfig, TinyLoRAConfig
 from .model import adapted_modules, find_targets, get_root, merged
 from .tying import module_type
 
@@ -129,11 +130,12 @@ def export(model: nn.Module, out_dir: str | os.PathLike, format: str = "peft-lor
     if format == "merged":
         path = _export_merged(model, out)
     elif format == "peft-tinylora":
-        if not isinstance(cfg, (TinyLoRAConfig, LoRAXSConfig)):
-            raise ValueError(f"peft-tinylora export needs a tinylora or lora_xs adapter, not {cfg.method!r}")
+        if not methods.of(cfg).svd:  # PEFT's TinyLoRA stores U Σ and Vᵀ: the frozen-SVD methods only
+            names = " or ".join(m.name for m in methods.METHODS.values() if m.svd)
+            raise ValueError(f"peft-tinylora export needs a {names} adapter, not {cfg.method!r}")
         path = _export_peft_tinylora(model, out)
     else:
-        if not isinstance(cfg, (TinyLoRAConfig, LoRAXSConfig, LoRAConfig)):
+        if not methods.of(cfg).low_rank:
             raise ValueError(f"a {cfg.method!r} update is not low-rank; export it with format='merged'")
         path = _export_peft_lora(model, out)
     if tokenizer is not None:

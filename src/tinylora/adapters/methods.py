@@ -42,6 +42,7 @@ class Method:
     svd: bool = False  # needs the frozen top-r SVD of each weight
     tied: bool = False  # trains model-level vectors shared by groups of modules (not per-module tensors)
     per_row: bool = False  # batch rows may carry different values (tinylora.adapters.multi)
+    low_rank: bool = True  # ΔW is exactly rank r: exportable as a LoRA (peft-lora, vLLM, llama.cpp)
 
     def trainable(self, shared: nn.ParameterList, mods: dict[str, nn.Module]) -> list[nn.Parameter]:
         """The trained tensors, each once, in the order the file stores them."""
@@ -115,4 +116,4 @@ register(Method("lora_xs", LoRAXSConfig, lambda c, ctx: LoRAXSDelta(ctx.factors.
 register(Method("lora", LoRAConfig, lambda c, ctx: LoRADelta(*ctx.shape, c.r, c.alpha, ctx.generator),
                 *_per_module(("lora_A", "A"), ("lora_B", "B")), default_lr=1e-4))
 register(Method("full", FullConfig, lambda c, ctx: FullDelta(*ctx.shape), *_per_module(("delta", "delta")),
-                default_lr=1e-5))
+                default_lr=1e-5, low_rank=False))
