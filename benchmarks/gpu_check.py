@@ -119,7 +119,7 @@ def main() -> None:
         if a.check_grad:
             # one SFT step on the reference solutions through the same model and optimizer
             from tinylora.trainers.sft import reference_targets, sft_loss
-            from tinylora.trainers.base import build_batch
+            from tinylora.trainers.batch import build_batch
 
             b = build_batch(*reference_targets(tr.task, tr.tokenizer, tr.train_examples[:8]), tr.tokenizer.pad_token_id)
             t = time.time()

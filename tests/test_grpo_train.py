@@ -11,7 +11,8 @@ import torch
 
 import tinylora
 from tinylora.trainers.config import TrainConfig
-from tinylora.trainers.base import build_batch, format_report
+from tinylora.trainers.base import format_report
+from tinylora.trainers.batch import build_batch
 from tinylora.trainers.grpo import GRPOTrainer
 from tinylora.toy.tokenizer import char_tokenizer
 from conftest import make_model

@@ -9,7 +9,7 @@ import tinylora
 from tinylora.trainers.sft import SFTTrainer, sft_loss
 from tinylora.trainers.config import TrainConfig
 from tinylora.trainers import make_trainer
-from tinylora.trainers.base import build_batch
+from tinylora.trainers.batch import build_batch
 from tinylora.trainers.grpo import GRPOTrainer
 from tinylora.toy.tokenizer import char_tokenizer
 from conftest import make_model

@@ -34,7 +34,8 @@ import torch
 from ..adapters.model import disabled
 from ..generation.rollout import Rollout
 from . import register
-from .base import Trainer, build_batch, completion_logprobs
+from .base import Trainer
+from .batch import build_batch, completion_logprobs
 from .losses import group_advantages, policy_loss
 
 

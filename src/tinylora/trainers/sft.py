@@ -25,7 +25,8 @@ import torch
 
 from ..generation.generate import prompt_special_tokens
 from . import register
-from .base import Batch, Trainer, build_batch, completion_logprobs
+from .base import Trainer
+from .batch import Batch, build_batch, completion_logprobs
 
 
 def sft_loss(model, batch: Batch, total_tokens: float | None = None) -> torch.Tensor:
