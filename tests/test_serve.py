@@ -284,3 +284,19 @@ def test_chat_refuses_tools_and_penalties(server):
             client.chat.completions.create(model="skill0", messages=msgs, max_tokens=4, extra_body=extra)
     ok = client.chat.completions.create(model="skill0", messages=msgs, max_completion_tokens=3, temperature=0)
     assert ok.usage.completion_tokens <= 3
+
+
+def test_nan_and_infinity_are_refused(server):
+    """Python's JSON reader admits NaN and Infinity: a temperature of NaN must be a 400, not a sample."""
+    import urllib.error
+    import urllib.request
+
+    _, _, _, port = server
+    for raw in ('{"model": "skill0", "prompt": "a", "temperature": NaN}',
+                '{"model": "skill0", "prompt": "a", "top_p": Infinity}',
+                '{"model": "skill0", "prompt": "a", "presence_penalty": NaN}'):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=raw.encode(),
+                                     headers={"content-type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=60)
+        assert e.value.code == 400 and "error" in json.loads(e.value.read()), raw

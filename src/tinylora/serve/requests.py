@@ -3,6 +3,8 @@ OpenAI-shaped error raised for anything else (never a silent ignore)."""
 
 from __future__ import annotations
 
+import math
+
 
 class HTTPError(Exception):
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None):
@@ -18,6 +20,8 @@ def number_field(body: dict, key: str, default, kind, lo=None, hi=None):
         raise HTTPError(400, f"{key} must be an integer, got {v!r}")
     if kind is float and (isinstance(v, bool) or not isinstance(v, (int, float))):
         raise HTTPError(400, f"{key} must be a number, got {v!r}")
+    if kind is float and not math.isfinite(v):  # JSON as Python reads it admits NaN and Infinity
+        raise HTTPError(400, f"{key} must be a finite number, got {v!r}")
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise HTTPError(400, f"{key} must be in [{lo}, {hi}], got {v!r}")
     return kind(v)
@@ -39,7 +43,7 @@ def check_fields(body: dict, known: set[str]) -> None:
                              "and refuses rather than ignores them")
     for key in ("presence_penalty", "frequency_penalty"):
         v = body.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not -2 <= v <= 2):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not -2 <= v <= 2):  # NaN too
             raise HTTPError(400, f"{key} must be a number in [-2, 2], got {v!r}")
         if v:
             raise HTTPError(400, f"{key}={v} is not supported (only 0): tinylora samples without penalties")
