@@ -171,3 +171,31 @@ def test_one_option_means_one_thing_on_every_command():
         assert ns.dtype == "bf16"
     assert p.parse_args(["serve", "--model", "m", "--adapters", "d", "--device", "cpu", "--no-cache"]).no_cache
     assert p.parse_args(["toy", "eval", "--limit", "7"]).n == 7
+
+
+def test_eval_run_takes_the_runs_own_settings(tmp_path, capsys):
+    """tinylora eval --run RUN: the run's model, task and options, adapter and evaluation settings;
+    an option given on the command line wins."""
+    from tinylora.cli.eval_cmd import apply_run_defaults
+    from tinylora.cli.main import build_parser
+    from tinylora.trainers.config import TrainConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    TrainConfig(model="toy", task="gsm8k", task_args={"mode": "strict"}, eval_limit=7, eval_max_new_tokens=33,
+                eval_split="test", out_dir=str(run)).to_yaml(run / "config.yaml")
+    p = build_parser()
+    ns = p.parse_args(["eval", "--run", str(run)])
+    with pytest.raises(ValueError, match="not written adapter.safetensors"):
+        apply_run_defaults(ns)
+    (run / "adapter.safetensors").write_bytes(b"")
+    ns = p.parse_args(["eval", "--run", str(run), "--max-new-tokens", "5"])
+    apply_run_defaults(ns)
+    assert (ns.model, ns.task, ns.limit, ns.max_new_tokens, ns.adapter) == ("toy", "gsm8k", 7, 5,
+                                                                           str(run / "adapter.safetensors"))
+    assert ns.run_task_args == {"mode": "strict"} and ns.batch_size == 64 and ns.dtype == "fp32"
+    plain = p.parse_args(["eval", "--model", "m", "--task", "t"])
+    apply_run_defaults(plain)  # without --run: the plain defaults, as before
+    assert (plain.split, plain.batch_size, plain.max_new_tokens, plain.dtype, plain.engine) == ("test", 8, 256, "fp32",
+                                                                                               "auto")
+    assert main(["eval", "--task", "gsm8k"]) == 2 and "needs --model and --task" in capsys.readouterr().err

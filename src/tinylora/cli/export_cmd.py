@@ -20,8 +20,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} exists and is not an empty folder; export writes a whole folder, so give a "
                          "new or empty one (nothing of yours is written over)")
+    from .._core.distributed import resolve_device
+
+    device = str(resolve_device(args.device))  # before the load
     tokenizer = load_tokenizer(args.model)  # a base without one is named now; export copies it on
-    model = load_model(args.model, dtype=args.dtype)
+    model = load_model(args.model, dtype=args.dtype, device=device)
     load(model, args.adapter)
     out = export(model, args.out, format=args.format, tokenizer=tokenizer)
     print(f"wrote {args.format} export to {out}")
@@ -37,5 +40,6 @@ def add_parser(sub) -> None:
                         "LoRA servers; merged: save_pretrained of W + ΔW")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES, help="dtype to load the base in")
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto: where the base is loaded to merge")
     add_no_cache(s)
     s.set_defaults(func=_cmd_export)

@@ -27,9 +27,8 @@ import secrets
 import time
 from typing import Any
 
-from fastapi import (
-    Request as HTTPRequest,  # module level: FastAPI resolves the handlers' annotations here
-)
+from fastapi import Request as HTTPRequest  # module level: FastAPI resolves the handlers' annotations here
+from fastapi.responses import StreamingResponse
 
 from .._core.seeding import stream_key
 from .requests import (
@@ -43,39 +42,37 @@ from .requests import (
 from .scheduler import QueueFull, Registry, Request, Scheduler, UnknownModel
 
 
-def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = None,
-               request_timeout_s: float = 600.0, max_tokens_limit: int = 4096):
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, StreamingResponse
+class Api:
+    """The routes and what they share: the key check, the model name → adapter, sampling fields,
+    submitting samples and collecting (or streaming) their events. One method per route."""
 
-    app = FastAPI(title="tinylora serve")
-    tok = scheduler.tokenizer
-    registry: Registry = scheduler.registry
+    def __init__(self, scheduler: Scheduler, base_name: str, *, api_key: str | None = None,
+                 request_timeout_s: float = 600.0, max_tokens_limit: int = 4096):
+        self.scheduler, self.base_name, self.api_key = scheduler, base_name, api_key
+        self.request_timeout_s, self.max_tokens_limit = request_timeout_s, max_tokens_limit
+        self.tok = scheduler.tokenizer
+        self.registry: Registry = scheduler.registry
 
-    @app.exception_handler(HTTPError)
-    async def _err(request, e: HTTPError):
-        return JSONResponse({"error": {"message": e.message, "type": e.kind, "code": e.status}}, status_code=e.status,
-                            headers=e.headers)
-
-    def check_key(request: HTTPRequest) -> None:
-        if api_key is None:
+    # --- what the routes share ---------------------------------------------------------------
+    def check_key(self, request: HTTPRequest) -> None:
+        if self.api_key is None:
             return
         got = request.headers.get("authorization", "")
-        if not secrets.compare_digest(got, f"Bearer {api_key}"):
+        if not secrets.compare_digest(got, f"Bearer {self.api_key}"):
             raise HTTPError(401, "missing or wrong API key", "authentication_error")
 
-    def adapter_of(name: Any) -> int:
-        if name == base_name:
+    def adapter_of(self, name: Any) -> int:
+        if name == self.base_name:
             return -1
         if not isinstance(name, str):
             raise HTTPError(400, "model must be a string")
         try:
-            return registry.index(name)
+            return self.registry.index(name)
         except UnknownModel:
-            raise HTTPError(404, f"unknown model {name!r}; known: {', '.join([base_name] + registry.names)}",
+            raise HTTPError(404, f"unknown model {name!r}; known: {', '.join([self.base_name] + self.registry.names)}",
                             "not_found_error") from None
 
-    def sampling_of(body: dict) -> dict:
+    def sampling_of(self, body: dict) -> dict:
         stop = body.get("stop") or []
         if isinstance(stop, str):
             stop = [stop]
@@ -93,32 +90,32 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
         best_of = body.get("best_of")
         if best_of is not None and (isinstance(best_of, bool) or best_of != n):
             raise HTTPError(400, f"best_of={best_of!r} is not supported (only best_of = n, i.e. no reranking)")
-        return {"max_tokens": number_field(body, "max_tokens", 16, int, 1, max_tokens_limit),
+        return {"max_tokens": number_field(body, "max_tokens", 16, int, 1, self.max_tokens_limit),
                 "temperature": number_field(body, "temperature", 1.0, float, 0.0, 2.0),
                 "top_p": number_field(body, "top_p", 1.0, float, 1e-6, 1.0), "n": n,
                 "stop": stop, "seed": seed}
 
-    def submit(adapter: int, prompts: list[list[int]], s: dict, logprobs: int | None = None) -> list[Request]:
+    def submit(self, adapter: int, prompts: list[list[int]], s: dict, logprobs: int | None = None) -> list[Request]:
         """Prompt p's sample j is choice p·n + j, drawn from stream_key(seed, p·n + j)."""
         n = s["n"]
         reqs = [Request(adapter=adapter, prompt_ids=ids, max_tokens=s["max_tokens"],
                         temperature=s["temperature"], top_p=s["top_p"], seed=stream_key(s["seed"], p * n + j),
-                        stop=s["stop"], timeout_s=request_timeout_s, logprobs=logprobs)
+                        stop=s["stop"], timeout_s=self.request_timeout_s, logprobs=logprobs)
                 for p, ids in enumerate(prompts) for j in range(n)]
         done = []
         try:
             for r in reqs:
-                done.append(scheduler.submit(r))
+                done.append(self.scheduler.submit(r))
         except QueueFull as e:
             for r in done:
                 r.cancel()
             raise HTTPError(429, f"server busy ({e}); retry shortly", "rate_limit_error", {"Retry-After": "1"}) from None
         return reqs
 
-    async def next_event(r: Request):
+    async def next_event(self, r: Request):
         return await asyncio.get_running_loop().run_in_executor(None, r.events.get)
 
-    async def collect(reqs: list[Request], http: HTTPRequest) -> list[tuple[str, str]]:
+    async def collect(self, reqs: list[Request], http: HTTPRequest) -> list[tuple[str, str]]:
         out = []
         for r in reqs:
             text = ""
@@ -127,23 +124,23 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
                     for q in reqs:
                         q.cancel()
                     return []
-                kind, value = await next_event(r)
+                kind, value = await self.next_event(r)
                 if kind == "delta":
                     text += value
                 else:
                     if value == "timeout":
-                        raise HTTPError(504, f"request took longer than {request_timeout_s:g} s", "timeout")
+                        raise HTTPError(504, f"request took longer than {self.request_timeout_s:g} s", "timeout")
                     if value.startswith("error") or value == "cancelled":
                         raise HTTPError(500 if value.startswith("error") else 503, f"generation {value}", "server_error")
                     out.append((text, value))
                     break
         return out
 
-    def usage(prompts: list[list[int]], reqs: list[Request]) -> dict:
+    def usage(self, prompts: list[list[int]], reqs: list[Request]) -> dict:
         p, c = sum(len(ids) for ids in prompts), sum(len(r.tokens) for r in reqs)
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
-    async def stream(reqs: list[Request], http: HTTPRequest, make_chunk, final: dict | None = None):
+    async def stream(self, reqs: list[Request], http: HTTPRequest, make_chunk, final: dict | None = None):
         """Server-sent events: the samples' deltas as they come, then each finish, then ``final`` (the
         usage chunk, when stream_options.include_usage asks for it), then [DONE]."""
         pending = {i: r for i, r in enumerate(reqs)}
@@ -152,7 +149,7 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
                 for i, r in list(pending.items()):
                     if await http.is_disconnected():
                         raise asyncio.CancelledError
-                    kind, value = await next_event(r)
+                    kind, value = await self.next_event(r)
                     if kind == "delta":
                         yield f"data: {json.dumps(make_chunk(i, value, None))}\n\n"
                     else:
@@ -166,26 +163,25 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
                 if r.finish_reason is None:
                     r.cancel()
 
-    def encode(text: str, special: bool) -> list[int]:
-        ids = tok(text, add_special_tokens=special)["input_ids"]
+    def encode(self, text: str, special: bool) -> list[int]:
+        ids = self.tok(text, add_special_tokens=special)["input_ids"]
         if not ids:
             raise HTTPError(400, "the prompt is empty")
         return ids
 
-    @app.get("/v1/models")
-    async def models(request: HTTPRequest):
-        check_key(request)
-        registry.scan()
+    # --- the routes ----------------------------------------------------------------------------
+    async def models(self, request: HTTPRequest):
+        self.check_key(request)
+        self.registry.scan()
         now = int(time.time())
         return {"object": "list", "data": [{"id": n, "object": "model", "created": now, "owned_by": "tinylora"}
-                                           for n in [base_name] + registry.names]}
+                                           for n in [self.base_name] + self.registry.names]}
 
-    def wants_usage(body: dict) -> bool:
+    def wants_usage(self, body: dict) -> bool:
         return bool((body.get("stream_options") or {}).get("include_usage"))
 
-    @app.post("/v1/completions")
-    async def completions(request: HTTPRequest):
-        check_key(request)
+    async def completions(self, request: HTTPRequest):
+        self.check_key(request)
         body = await _json(request)
         check_fields(body, COMPLETION_FIELDS)
         prompt = body.get("prompt")
@@ -204,9 +200,9 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
                 raise HTTPError(400, "echo with logprobs (the prompt's log-probs) is not supported")
         from ..generation.generate import prompt_special_tokens
 
-        adapter, s = adapter_of(body.get("model")), sampling_of(body)
-        ids = [encode(p, prompt_special_tokens(tok)) for p in prompts]
-        reqs = submit(adapter, ids, s, logprobs)
+        adapter, s = self.adapter_of(body.get("model")), self.sampling_of(body)
+        ids = [self.encode(p, prompt_special_tokens(self.tok)) for p in prompts]
+        reqs = self.submit(adapter, ids, s, logprobs)
         echo = (lambda i: prompts[i // s["n"]]) if body.get("echo") else (lambda i: "")
         cid, created, model = f"cmpl-{secrets.token_hex(8)}", int(time.time()), body["model"]
         if body.get("stream"):
@@ -220,26 +216,25 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
                         "choices": [{"index": i, "text": text, "finish_reason": finish, "logprobs": None}]}
 
             final = (lambda: {"id": cid, "object": "text_completion", "created": created, "model": model,
-                              "choices": [], "usage": usage(ids, reqs)}) if wants_usage(body) else None
-            return StreamingResponse(stream(reqs, request, chunk, final), media_type="text/event-stream")
-        results = await collect(reqs, request)
+                              "choices": [], "usage": self.usage(ids, reqs)}) if self.wants_usage(body) else None
+            return StreamingResponse(self.stream(reqs, request, chunk, final), media_type="text/event-stream")
+        results = await self.collect(reqs, request)
 
         def lp(r: Request):
             if logprobs is None:
                 return None
-            pieces = token_texts(tok, [t for t, _, _ in r.token_logprobs])
+            pieces = token_texts(self.tok, [t for t, _, _ in r.token_logprobs])
             offsets = [sum(len(x) for x in pieces[:k]) for k in range(len(pieces))]
             return {"tokens": pieces, "token_logprobs": [v for _, v, _ in r.token_logprobs],
-                    "top_logprobs": [{tok.decode([a]): b for a, b in top} for _, _, top in r.token_logprobs]
+                    "top_logprobs": [{self.tok.decode([a]): b for a, b in top} for _, _, top in r.token_logprobs]
                     if logprobs else None, "text_offset": offsets}
 
         return {"id": cid, "object": "text_completion", "created": created, "model": model,
                 "choices": [{"index": i, "text": echo(i) + t, "finish_reason": f, "logprobs": lp(r)}
-                            for i, ((t, f), r) in enumerate(zip(results, reqs))], "usage": usage(ids, reqs)}
+                            for i, ((t, f), r) in enumerate(zip(results, reqs))], "usage": self.usage(ids, reqs)}
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: HTTPRequest):
-        check_key(request)
+    async def chat(self, request: HTTPRequest):
+        self.check_key(request)
         body = await _json(request)
         check_fields(body, CHAT_FIELDS)
         messages = body.get("messages")
@@ -247,7 +242,7 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
                 isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") in
                 ("system", "user", "assistant") for m in messages):
             raise HTTPError(400, "messages must be a non-empty list of {role: system|user|assistant, content: str}")
-        if not getattr(tok, "chat_template", None):
+        if not getattr(self.tok, "chat_template", None):
             raise HTTPError(400, "this model's tokenizer has no chat template; use /v1/completions")
         want = body.get("logprobs")
         if want is not None and not isinstance(want, bool):
@@ -260,11 +255,11 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
         if want and body.get("stream"):
             raise HTTPError(400, "logprobs with stream: true is not supported; ask without streaming")
         logprobs = (top or 0) if want else None
-        adapter, s = adapter_of(body.get("model")), sampling_of(body)
-        text = tok.apply_chat_template([{"role": m["role"], "content": m["content"]} for m in messages],
+        adapter, s = self.adapter_of(body.get("model")), self.sampling_of(body)
+        text = self.tok.apply_chat_template([{"role": m["role"], "content": m["content"]} for m in messages],
                                        add_generation_prompt=True, tokenize=False)
-        ids = [encode(text, False)]
-        reqs = submit(adapter, ids, s, logprobs)
+        ids = [self.encode(text, False)]
+        reqs = self.submit(adapter, ids, s, logprobs)
         cid, created, model = f"chatcmpl-{secrets.token_hex(8)}", int(time.time()), body["model"]
         if body.get("stream"):
             def chunk(i, text, finish):
@@ -272,12 +267,12 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
                 return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                         "choices": [{"index": i, "delta": delta, "finish_reason": finish}]}
             final = (lambda: {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                              "choices": [], "usage": usage(ids, reqs)}) if wants_usage(body) else None
-            return StreamingResponse(stream(reqs, request, chunk, final), media_type="text/event-stream")
-        results = await collect(reqs, request)
+                              "choices": [], "usage": self.usage(ids, reqs)}) if self.wants_usage(body) else None
+            return StreamingResponse(self.stream(reqs, request, chunk, final), media_type="text/event-stream")
+        results = await self.collect(reqs, request)
 
         def entry(t: int, v: float) -> dict:
-            piece = tok.decode([t])
+            piece = self.tok.decode([t])
             return {"token": piece, "logprob": v, "bytes": list(piece.encode())}
 
         def lp(r: Request):
@@ -289,12 +284,30 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
         return {"id": cid, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f,
                              "logprobs": lp(r)} for i, ((t, f), r) in enumerate(zip(results, reqs))],
-                "usage": usage(ids, reqs)}
+                "usage": self.usage(ids, reqs)}
 
-    @app.get("/health")
-    async def health():
-        return scheduler.stats()
+    async def health(self):
+        return self.scheduler.stats()
 
+
+def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = None,
+               request_timeout_s: float = 600.0, max_tokens_limit: int = 4096):
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI(title="tinylora serve")
+    api = Api(scheduler, base_name, api_key=api_key, request_timeout_s=request_timeout_s,
+              max_tokens_limit=max_tokens_limit)
+
+    @app.exception_handler(HTTPError)
+    async def _err(request, e: HTTPError):
+        return JSONResponse({"error": {"message": e.message, "type": e.kind, "code": e.status}}, status_code=e.status,
+                            headers=e.headers)
+
+    app.get("/v1/models")(api.models)
+    app.post("/v1/completions")(api.completions)
+    app.post("/v1/chat/completions")(api.chat)
+    app.get("/health")(api.health)
     return app
 
 
