@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import methods
-from .config import LoRAConfig, TinyLoRAConfig
+from .config import TinyLoRAConfig
 from .model import adapted_modules, find_targets, get_root, merged
 from .tying import module_type
 
@@ -89,20 +89,16 @@ def _export_peft_tinylora(model: nn.Module, out_dir: Path) -> Path:
 def _export_peft_lora(model: nn.Module, out_dir: Path) -> Path:
     root = get_root(model)
     cfg = root.config
+    method = methods.of(cfg)
     tensors: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for name, mod in adapted_modules(model).items():
-            d = mod.delta
-            if isinstance(cfg, LoRAConfig):
-                A, B = d.A, d.B
-            else:  # exact rank-r factorisation of U Σ R Vᵀ; scaling lora_alpha / r = 1
-                A, B = d.Vh, (d.U * d.S) @ d.R().float()
+            A, B = method.lora_factors(mod.delta)
             tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = A
             tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = B
     config = _base_config(model, "LORA", root.names)
-    alpha = cfg.alpha if isinstance(cfg, LoRAConfig) else cfg.r
-    config.update({"r": cfg.r, "lora_alpha": alpha, "lora_dropout": 0.0, "use_rslora": False, "use_dora": False,
-                   "init_lora_weights": True})
+    config.update({"r": cfg.r, "lora_alpha": method.lora_alpha(cfg), "lora_dropout": 0.0, "use_rslora": False,
+                   "use_dora": False, "init_lora_weights": True})
     return _write_peft(out_dir, config, tensors)
 
 
@@ -135,7 +131,7 @@ def export(model: nn.Module, out_dir: str | os.PathLike, format: str = "peft-lor
             raise ValueError(f"peft-tinylora export needs a {names} adapter, not {cfg.method!r}")
         path = _export_peft_tinylora(model, out)
     else:
-        if not methods.of(cfg).low_rank:
+        if methods.of(cfg).lora_factors is None:
             raise ValueError(f"a {cfg.method!r} update is not low-rank; export it with format='merged'")
         path = _export_peft_lora(model, out)
     if tokenizer is not None:

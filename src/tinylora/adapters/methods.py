@@ -29,6 +29,7 @@ class BuildContext:
     shared: nn.ParameterList  # the model-level trained vectors (TinyLoRA's v), empty otherwise
     groups: list[int] | None  # module → tying group, for methods with ``tied``
     generator: torch.Generator  # seeded init for methods with random init (LoRA's A)
+    weight: torch.Tensor  # the base weight W (out, in), frozen
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,10 @@ class Method:
     svd: bool = False  # needs the frozen top-r SVD of each weight
     tied: bool = False  # trains model-level vectors shared by groups of modules (not per-module tensors)
     per_row: bool = False  # batch rows may carry different values (tinylora.adapters.multi)
-    low_rank: bool = True  # ΔW is exactly rank r: exportable as a LoRA (peft-lora, vLLM, llama.cpp)
+    # ΔW as an exact LoRA (A: r × in, B: out × r) and its lora_alpha (ΔW = lora_alpha / r · B A), for
+    # peft-lora / vLLM; None: the update is not low-rank
+    lora_factors: Callable[[Delta], tuple[torch.Tensor, torch.Tensor]] | None = None
+    lora_alpha: Callable[[AdapterConfig], float] = lambda c: c.r
 
     def trainable(self, shared: nn.ParameterList, mods: dict[str, nn.Module]) -> list[nn.Parameter]:
         """The trained tensors, each once, in the order the file stores them."""
@@ -55,7 +59,14 @@ METHODS: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
+    """Make ``method`` known: attach, the adapter file, configs (``method: <name>``) and export find it.
+    A new parameterization is one module: its config class, its Delta, and this call."""
+    from .config import CONFIG_CLASSES
+
+    if method.config.method != method.name:
+        raise ValueError(f"method {method.name!r} has a config class for {method.config.method!r}")
     METHODS[method.name] = method
+    CONFIG_CLASSES[method.name] = method.config
     return method
 
 
@@ -109,11 +120,17 @@ def _tinylora_build(c: TinyLoRAConfig, ctx: BuildContext) -> Delta:
     return TinyLoRADelta(f.U, f.S, f.Vh, P, c.alpha, ctx.shared, ctx.groups[ctx.index])
 
 
+def _svd_lora(d) -> tuple[torch.Tensor, torch.Tensor]:
+    """U Σ R Vᵀ exactly as a rank-r LoRA: A = Vᵀ, B = U Σ R, lora_alpha = r (scaling 1)."""
+    return d.Vh, (d.U * d.S) @ d.R().float()
+
+
 register(Method("tinylora", TinyLoRAConfig, _tinylora_build, _tinylora_payload, _tinylora_assign, default_lr=1e-2,
-                svd=True, tied=True, per_row=True))
+                svd=True, tied=True, per_row=True, lora_factors=_svd_lora))
 register(Method("lora_xs", LoRAXSConfig, lambda c, ctx: LoRAXSDelta(ctx.factors.U, ctx.factors.S, ctx.factors.Vh),
-                *_stacked("R", "weight"), default_lr=1e-3, svd=True, per_row=True))
+                *_stacked("R", "weight"), default_lr=1e-3, svd=True, per_row=True, lora_factors=_svd_lora))
 register(Method("lora", LoRAConfig, lambda c, ctx: LoRADelta(*ctx.shape, c.r, c.alpha, ctx.generator),
-                *_per_module(("lora_A", "A"), ("lora_B", "B")), default_lr=1e-4))
+                *_per_module(("lora_A", "A"), ("lora_B", "B")), default_lr=1e-4, lora_factors=lambda d: (d.A, d.B),
+                lora_alpha=lambda c: c.alpha))
 register(Method("full", FullConfig, lambda c, ctx: FullDelta(*ctx.shape), *_per_module(("delta", "delta")),
-                default_lr=1e-5, low_rank=False))
+                default_lr=1e-5))

@@ -177,7 +177,7 @@ def attach(
             root.svd_stats[name] = {"method": factors.method, "iterations": factors.iterations,
                                     "residual": factors.residual, "gap": factors.gap}
         dev = W.device
-        delta = method.build(config, BuildContext(index, (out_f, in_f), factors, root.v, groups, lora_gen))
+        delta = method.build(config, BuildContext(index, (out_f, in_f), factors, root.v, groups, lora_gen, W))
         modules_fp[name] = fp.module_fingerprint(W, factors)
         wrapped = AdaptedLinear(base, delta.to(dev), fan_in_fan_out)
         _set_submodule(model, name, wrapped)
