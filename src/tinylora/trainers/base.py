@@ -231,6 +231,8 @@ class Trainer:
         before = self.evaluate("eval_before") if cfg.eval_before else None
         reporters = Reporters(cfg.report_to, self.out, cfg.to_dict(), resume_step=self.step) if self.dist.is_main \
             else None
+        if reporters is not None and not reporters.active:  # jsonl alone: nothing more to compute per step
+            reporters = None
 
         def on_stop_signal(signum, frame):  # Ctrl-C, or SIGTERM (torchrun stopping, a scheduler preempting)
             self._stop = True

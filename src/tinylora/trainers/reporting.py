@@ -73,6 +73,10 @@ class Reporters:
                                     config=_flat(config), reinit="finish_previous")
         self._hparams = _flat(config)
 
+    @property
+    def active(self) -> bool:
+        return self.tb is not None or self.wandb is not None
+
     def step(self, step: int, metrics: dict[str, Any], adapter_norm: float) -> None:
         values = {**_scalars(metrics), "adapter_norm": adapter_norm}
         if self.tb is not None:
