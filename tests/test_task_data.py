@@ -6,7 +6,7 @@ from tinylora import tasks
 from tinylora.tasks.answers import last_boxed
 
 
-@pytest.mark.parametrize("split,n", [("train", 7473), ("test", 1319)])
+@pytest.mark.parametrize("split,n", [("train", 7473 - 500), ("validation", 500), ("test", 1319)])
 def test_every_gsm8k_gold_solution_extracts_to_its_reference(shared_data, split, n):
     task = tasks.get("gsm8k", data_dir=shared_data / "gsm8k")
     examples = task.load(split)
@@ -17,6 +17,20 @@ def test_every_gsm8k_gold_solution_extracts_to_its_reference(shared_data, split,
         assert bad == [], f"{mode}: {bad[:5]}"
     # and a wrong answer never scores
     assert all(task.score(f"#### {float(e.answer) + 1:g}", e.answer) == 0 for e in examples[:200])
+
+
+def test_gsm8k_validation_is_carved_from_train_and_disjoint(shared_data):
+    t = tasks.get("gsm8k", data_dir=shared_data / "gsm8k", val_size=300)
+    train, val = t.load("train"), t.load("validation")
+    whole = tasks.get("gsm8k", data_dir=shared_data / "gsm8k", val_size=0).load("train")
+    assert len(whole) == 7473 and len(train) == 7173 and len(val) == 300
+    assert [e.question for e in train + val] == [e.question for e in whole]  # a split, in file order
+    assert not {e.question for e in val} & {e.question for e in t.load("test")}
+    for bad in (-1, 7473, "5", True):
+        with pytest.raises(ValueError, match="val_size"):
+            tasks.get("gsm8k", data_dir=shared_data / "gsm8k", val_size=bad).load("train")
+    with pytest.raises(ValueError, match="no validation"):
+        tasks.get("gsm8k", data_dir=shared_data / "gsm8k", val_size=0).load("validation")
 
 
 def test_every_math500_gold_boxed_answer_verifies(shared_data):
