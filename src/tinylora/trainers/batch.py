@@ -48,3 +48,58 @@ def completion_logprobs(model, batch: Batch, temperature: float) -> torch.Tensor
     except TypeError:  # models without logits_to_keep
         logits = model(**kwargs).logits[:, -(K + 1):]
     return token_logprobs(logits[:, :-1], batch.targets.to(device), temperature)
+
+
+def shared_prompt_logprobs(model, prompt_ids: list[list[int]], completion_ids: list[list[int]],
+                           temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (n, K) completion log-probs and mask of :func:`build_batch`'s layout, with each prompt run
+    once for the consecutive samples that share it (a GRPO group) instead of once per sample.
+
+    The prompt's keys and values are computed with gradients and repeated for its samples, so the
+    loss and the adapter's gradient equal the unshared forward's (to fp32 rounding; tested to 1e-5):
+    a group of G samples pays for its prompt once, and no row is padded to another prompt's length.
+    The first completion token is predicted by the prompt's last position, the others by the
+    completion's own positions; logits are never computed for prompt positions.
+    """
+    from transformers import DynamicCache
+
+    from ..generation.engine import cache_kwarg
+
+    ckw = cache_kwarg(model)
+    device = next(model.parameters()).device
+    n = len(completion_ids)
+    K = max(max((len(c) for c in completion_ids), default=1), 1)
+    out = torch.zeros((n, K), device=device)
+    mask = torch.zeros((n, K))
+    i = 0
+    while i < n:
+        j = i
+        while j < n and prompt_ids[j] == prompt_ids[i]:
+            j += 1
+        p, comps = prompt_ids[i], completion_ids[i:j]
+        g, Kc, Lp = j - i, max(len(c) for c in comps), len(p)
+        cache = DynamicCache()
+        head = model(input_ids=torch.tensor([p], device=device), use_cache=True, logits_to_keep=1,
+                     **{ckw: cache})
+        logits = [head.logits[:, -1:].expand(g, 1, -1)]
+        if Kc > 1:
+            cache.batch_repeat_interleave(g)
+            ids = torch.full((g, Kc - 1), 0, dtype=torch.long)
+            for r, c in enumerate(comps):
+                ids[r, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+            pos = torch.arange(Lp, Lp + Kc - 1).expand(g, -1)
+            # right padding: a pad comes after every real token of its row, so causal attention never
+            # lets a real token see one, and the pads' own outputs are never read
+            att = torch.ones((g, Lp + Kc - 1), dtype=torch.long)
+            tail = model(input_ids=ids.to(device), attention_mask=att.to(device), position_ids=pos.to(device),
+                         use_cache=True, **{ckw: cache})
+            logits.append(tail.logits)
+        targets = torch.zeros((g, Kc), dtype=torch.long)
+        for r, c in enumerate(comps):
+            targets[r, : len(c)] = torch.tensor(c, dtype=torch.long)
+        lp = token_logprobs(torch.cat(logits, dim=1), targets.to(device), temperature)
+        for r, c in enumerate(comps):
+            out[i + r, K - len(c):] = lp[r, : len(c)]
+            mask[i + r, K - len(c):] = 1
+        i = j
+    return out, mask

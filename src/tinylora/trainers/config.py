@@ -94,6 +94,8 @@ class TrainConfig:
     kl_coef: float = 0.0
     num_iterations: int = 1
     micro_batch_size: int = 64  # sequences per forward/backward (gradient accumulation)
+    shared_prompt: bool = False  # GRPO: a group's G samples share one forward of their prompt (same loss,
+    # fewer FLOPs on long prompts; the toy keeps the batched forward, faster for its tiny model)
     # generation: tinylora (our decode loop), static (the same with static shapes; a CUDA graph on a
     # GPU, unverified), hf (transformers generate), auto (tinylora for known architectures, else hf)
     rollout_engine: str = "auto"

@@ -16,7 +16,8 @@ How this departs from textbook GRPO (Shao et al. 2024), each a documented choice
 - Groups whose rewards are all equal carry zero advantage; their sequences are skipped in the
   backward pass (their gradient is exactly zero) but still count in the normaliser.
 - Log-probs for the loss are recomputed with the unmerged, differentiable adapter path; the
-  rollout itself runs on merged weights.
+  rollout itself runs on merged weights. The G samples of a prompt share one forward of it
+  (``shared_prompt``, set by the real-model configs; :func:`~tinylora.trainers.batch.shared_prompt_logprobs`).
 
 Under ``torchrun`` each rank takes a contiguous share of the step's prompts (a prompt's G samples
 stay together, so advantages are local); token and sequence counts are summed over ranks before
@@ -35,7 +36,7 @@ from ..adapters.model import disabled
 from ..generation.rollout import Rollout
 from . import register
 from .base import Trainer
-from .batch import build_batch, completion_logprobs
+from .batch import build_batch, completion_logprobs, shared_prompt_logprobs
 from .losses import group_advantages, policy_loss
 
 
@@ -77,29 +78,38 @@ class GRPOTrainer(Trainer):
         active = [i for i in range(len(lengths)) if adv[i] != 0 or cfg.kl_coef > 0]
         chunks = [active[i:i + cfg.micro_batch_size] for i in range(0, len(active), cfg.micro_batch_size)]
         pad = self.tokenizer.pad_token_id
-        batches = [build_batch([ro.prompt_ids[i] for i in c], [ro.completion_ids[i] for i in c], pad) for c in chunks]
+
+        def forward(c: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+            """(log-probs, mask) of samples ``c``: each prompt once per group, or one padded batch."""
+            prompts, comps = [ro.prompt_ids[i] for i in c], [ro.completion_ids[i] for i in c]
+            if cfg.shared_prompt:
+                return shared_prompt_logprobs(self.model, prompts, comps, cfg.temperature)
+            b = build_batch(prompts, comps, pad)
+            return completion_logprobs(self.model, b, cfg.temperature), b.mask
+
         old = ref = None
         if cfg.num_iterations > 1:
             with torch.no_grad():
-                old = [completion_logprobs(self.model, b, cfg.temperature) for b in batches]
+                old = [forward(c)[0] for c in chunks]
         if cfg.kl_coef > 0:
             with torch.no_grad(), disabled(self.model):
-                ref = [completion_logprobs(self.model, b, cfg.temperature) for b in batches]
+                ref = [forward(c)[0] for c in chunks]
 
         self.model.train()
         stats = {"clip_frac": 0.0, "kl": 0.0, "loss": 0.0}
         grad_norm = 0.0
         for _ in range(cfg.num_iterations):
             self.opt.zero_grad(set_to_none=True)
-            for k, (c, b) in enumerate(zip(chunks, batches)):
-                logp = completion_logprobs(self.model, b, cfg.temperature)
+            for k, c in enumerate(chunks):
+                logp, mask = forward(c)
+                mask = mask.to(logp.device)
                 loss, st = policy_loss(
-                    logp, old[k] if old is not None else logp.detach(), adv[c], b.mask.to(logp.device),
+                    logp, old[k] if old is not None else logp.detach(), adv[c], mask,
                     clip_low=cfg.clip_low, clip_high=cfg.clip_high, aggregation=cfg.loss_aggregation,
                     ref_logp=ref[k] if ref is not None else None, kl_coef=cfg.kl_coef,
                     total_tokens=total_tokens, num_seqs=num_seqs, max_len=cfg.max_new_tokens)
                 loss.backward()
-                w = float(b.mask.sum()) / max(total_tokens, 1.0)
+                w = float(mask.sum()) / max(total_tokens, 1.0)
                 stats["loss"] += float(loss.detach())
                 stats["clip_frac"] += st["clip_frac"] * w / cfg.num_iterations
                 stats["kl"] += st.get("kl", 0.0) * w / cfg.num_iterations
