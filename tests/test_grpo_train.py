@@ -386,3 +386,15 @@ def test_wandb_offline_gets_the_run(tiny_run_setup, tmp_path, monkeypatch):
     assert [h["reward_mean"] for h in steps] == pytest.approx([m["reward_mean"] for m in metrics])
     final = {u.key: json.loads(u.value_json) for r in recs if r.HasField("summary") for u in r.summary.update}
     assert final["eval_after/accuracy"] == summary["accuracy_after"]
+
+
+def test_dtype_auto_is_resolved_on_this_machine_and_recorded(tiny_run_setup, tmp_path):
+    from tinylora._core.dtypes import resolve_dtype
+
+    cfg = cfg_for(tiny_run_setup, steps=1, dtype="auto", out_dir=str(tmp_path / "run"))
+    GRPOTrainer(cfg, progress=False).train()
+    rec = json.loads((tmp_path / "run" / "resolved.json").read_text())
+    assert rec["requested"]["dtype"] == "auto"
+    assert rec["resolved"]["dtype"] == resolve_dtype("auto", "cpu")[0] and rec["resolved"]["dtype_why"]
+    with pytest.raises(ValueError, match="dtype must be one of fp32, bf16, fp16, auto"):
+        TrainConfig(dtype="fp8")

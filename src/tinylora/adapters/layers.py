@@ -24,6 +24,8 @@ def _add_lowrank(y: torch.Tensor, h: torch.Tensor, B: torch.Tensor) -> torch.Ten
     (page faults on every call), which measured 7× slower than the GEMM itself on CPU. It is safe
     for autograd because ``nn.Linear``/``Conv1D`` do not save their output for backward.
     """
+    if y.dtype != torch.float32:  # a bf16/fp16 base: the update is computed in fp32 and rounded once
+        return (y.float() + h.float() @ B.float().T).to(y.dtype)
     if not y.is_contiguous():
         return y + (h @ B.T)
     y.view(-1, y.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), B.T)
@@ -51,7 +53,7 @@ class FullDelta(Delta):
         return self.delta.float()
 
     def add_to(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return _add_lowrank(y, x, self.delta.to(x.dtype))
+        return _add_lowrank(y, x.float(), self.delta.float())
 
 
 class LoRADelta(Delta):
@@ -70,8 +72,8 @@ class LoRADelta(Delta):
         return self.scale * (self.B.float() @ self.A.float())
 
     def add_to(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = F.linear(x, self.A.to(x.dtype))
-        return _add_lowrank(y, h, (self.scale * self.B).to(x.dtype))
+        h = F.linear(x.float(), self.A.float())
+        return _add_lowrank(y, h, (self.scale * self.B).float())
 
 
 class SVDDelta(Delta):
@@ -93,8 +95,8 @@ class SVDDelta(Delta):
         return (self.U * self.S) @ self.R().float() @ self.Vh
 
     def add_to(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        dt = x.dtype
-        h = F.linear(x, self.Vh.to(dt))  # (…, r) = x V
+        dt = torch.float32  # fp32 whatever the base's dtype: v, R and the path Vᵀx → R → UΣ stay exact
+        h = F.linear(x.to(dt), self.Vh.to(dt))  # (…, r) = x V
         if self.per_row is not None:  # row b runs its own Σ R_b (tinylora.adapters.multi)
             table, rows = self.per_row
             if h.ndim < 2 or h.shape[0] != rows.shape[0]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .._core.dtypes import DTYPE_NAMES
+from .._core.dtypes import BASE_DTYPES
 from .options import MODEL_HELP, add_no_cache, add_threads, check_model
 
 
@@ -25,6 +25,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from ..serve.http import serve
 
     args.device = str(resolve_device(args.device))  # cpu, cuda, cuda:N, auto: checked before the load
+    from .._core.dtypes import resolve_dtype
+
+    requested = args.dtype
+    args.dtype, why = resolve_dtype(args.dtype, args.device)
+    if requested == "auto":
+        print(f"tinylora serve: dtype auto → {args.dtype} ({why})", flush=True)
     set_threads(args.threads)
     serve(args.model, args.adapters, host=args.host, port=args.port,
           api_key=args.api_key or os.environ.get("TINYLORA_API_KEY"), max_batch=args.max_batch,
@@ -50,7 +56,8 @@ def add_parser(sub) -> None:
     s.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond the batch; more get HTTP 429")
     s.add_argument("--timeout", type=float, default=600.0, help="per-request limit in seconds (HTTP 504 past it)")
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present)")
-    s.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES, help="the base's dtype (adapters stay fp32)")
+    s.add_argument("--dtype", default="fp32", choices=BASE_DTYPES,
+                   help="the base's dtype (auto: bf16 where this machine has fast bf16, else fp32; adapters stay fp32)")
     add_no_cache(s)
     add_threads(s)
     s.set_defaults(func=_cmd_serve)

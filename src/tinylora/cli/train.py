@@ -7,7 +7,7 @@ import json
 import warnings
 from pathlib import Path
 
-from .._core.dtypes import DTYPE_NAMES
+from .._core.dtypes import BASE_DTYPES
 from .options import (
     MODEL_HELP,
     add_no_cache,
@@ -117,7 +117,7 @@ def add_parser(sub) -> None:
     s.add_argument("--out", help="shorthand for out_dir=… (the run directory)")
     s.add_argument("--device", choices=["cpu", "cuda", "auto"],
                    help="shorthand for device=… (default auto: CUDA when present; one GPU per rank under torchrun)")
-    s.add_argument("--dtype", choices=DTYPE_NAMES, help="shorthand for dtype=… (the frozen base's dtype; the "
+    s.add_argument("--dtype", choices=BASE_DTYPES, help="shorthand for dtype=… (the frozen base's dtype; the "
                                                         "adapter and optimizer stay fp32)")
     s.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="task option, as on eval (= task_args.KEY=VALUE), e.g. mode=strict")

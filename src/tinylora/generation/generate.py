@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..adapters.model import is_attached, merged
+from ..adapters.model import adapted_modules, is_attached, merged
 from ..adapters.multi import per_row_active
 from . import ENGINES
 from .sampling import Sampling, SeededSampler, sample_tokens  # noqa: F401  (sample_tokens: part of this API)
@@ -84,8 +84,11 @@ def generate_tokens(model, tokenizer, prompts: list[str], *, n: int = 1, samplin
                              f"{len(prompts) * n}, got {None if seeds is None else len(seeds)}")
         sampler = SeededSampler(seeds, sampling)
         kwargs["logits_processor"] = LogitsProcessorList([sampler])
-    # merged weights for speed, unless rows carry their own adapters (tinylora.adapters.multi.per_row)
-    ctx = merged(model) if is_attached(model) and not per_row_active(model) else contextlib.nullcontext()
+    # merged weights for speed, unless rows carry their own adapters (tinylora.adapters.multi.per_row) or
+    # the base is bf16/fp16, where W + ΔW rounds a tiny update away (the fp32 adapter path keeps it)
+    merge_ok = (is_attached(model) and not per_row_active(model)
+                and all(m.base_layer.weight.dtype == torch.float32 for m in adapted_modules(model).values()))
+    ctx = merged(model) if merge_ok else contextlib.nullcontext()
     was_training = model.training
     model.eval()
     from . import engine as eng

@@ -60,8 +60,14 @@ class Trainer:
         if self.dist.is_main:
             check_reporters(cfg.report_to)  # a logger whose package is missing: one line, before the load
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.model)  # first: fails fast
+        from .._core.dtypes import resolve_dtype
+
+        # dtype: auto → bf16 where this machine has it and it measures faster, else fp32 (recorded)
+        self.dtype, self.dtype_why = resolve_dtype(cfg.dtype, str(self.dist.device))
+        if cfg.dtype == "auto" and self.dist.is_main:
+            print(f"tinylora train: dtype auto → {self.dtype} ({self.dtype_why})", flush=True)
         self.model = (model if model is not None
-                      else load_model(cfg.model, dtype=cfg.dtype, device=str(self.dist.device)))
+                      else load_model(cfg.model, dtype=self.dtype, device=str(self.dist.device)))
         self.reward = tasks_mod.TaskReward(self.task)
         attach(self.model, cfg.adapter_config())
         self.params = trainable_parameters(self.model)
@@ -298,7 +304,7 @@ class Trainer:
         cfg = self.cfg
         dev = next(self.model.parameters()).device
         autocast = cfg.autocast == "bf16" or (cfg.autocast == "auto" and dev.type == "cuda")
-        return {"lr": cfg.learning_rate(), "device": str(dev), "dtype": cfg.dtype,
+        return {"lr": cfg.learning_rate(), "device": str(dev), "dtype": self.dtype, "dtype_why": self.dtype_why,
                 "rollout_engine": resolve_engine(self.model, cfg.rollout_engine),
                 "autocast": "bf16" if autocast else "off", "world_size": self.dist.world}
 

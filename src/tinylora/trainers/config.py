@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .._core.distributed import check_device_name
-from .._core.dtypes import DTYPE_NAMES
+from .._core.dtypes import BASE_DTYPES, DTYPE_NAMES
 from ..adapters import methods
 from ..adapters.config import AdapterConfig, TinyLoRAConfig, config_from_dict
 from ..generation import ENGINES
@@ -119,7 +119,8 @@ class TrainConfig:
     # where the step metrics go besides metrics.jsonl (always written): tensorboard, wandb (optional extras)
     report_to: list[str] = field(default_factory=lambda: ["jsonl"])
     seed: int = 0
-    dtype: str = "fp32"  # the frozen base's dtype; the adapter and optimizer are fp32 regardless
+    dtype: str = "fp32"  # the frozen base's dtype, or auto (bf16 where the machine has fast bf16, else fp32);
+    # the adapter, its path through each layer and the optimizer are fp32 regardless
     device: str = "auto"  # cpu, cuda (one GPU per rank under torchrun), cuda:N, or auto (CUDA when present)
     autocast: str = "auto"  # bf16 autocast: auto (on CUDA only), bf16 (always), off
     dist_timeout_s: float = 600.0  # torchrun: a collective waiting longer than this fails the job
@@ -148,7 +149,7 @@ class TrainConfig:
             (self.rollout_engine in ENGINES,
              f"rollout_engine must be one of {', '.join(ENGINES)}, got {self.rollout_engine!r}"),
             (self.save_dtype in DTYPE_NAMES, f"save_dtype must be one of {', '.join(DTYPE_NAMES)}"),
-            (self.dtype in DTYPE_NAMES, f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {self.dtype!r}"),
+            (self.dtype in BASE_DTYPES, f"dtype must be one of {', '.join(BASE_DTYPES)}, got {self.dtype!r}"),
             (self.clip_low >= 0 and self.clip_high >= 0, "clip ranges must be non-negative"),
             (self.autocast in ("auto", "bf16", "off"), f"autocast must be auto, bf16 or off, got {self.autocast!r}"),
             (self.dist_timeout_s > 0, "dist_timeout_s must be positive"),
