@@ -206,9 +206,9 @@ def evaluate(
     config = {"task": task.config(), "split": split, "limit": limit, "samples": samples,
               "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed,
               "model": model_name, "adapter": adapter}
-    base_dtype = next(model.parameters()).dtype
-    if base_dtype != torch.float32:  # part of the evaluation's identity (fp32 runs keep their old records)
-        config["dtype"] = str(base_dtype).removeprefix("torch.")
+    base_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    if base_dtype != "float32":  # part of the evaluation's identity (fp32 runs keep their old records)
+        config["dtype"] = base_dtype
     records_path, done, error = None, {}, None
     if out_dir is not None and dist.is_main:  # rank 0 alone reads and writes the folder
         out = Path(out_dir)
