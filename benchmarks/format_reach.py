@@ -2,6 +2,7 @@
 
     python benchmarks/format_reach.py --model qwen2.5-coder-0.5b-instruct --params 1,13,52,364 \
         --data-dir ../shared/data/gsm8k --out format_reach.jsonl
+    python benchmarks/format_reach.py --plot docs/format-reach.png --out format_reach.jsonl   # draw the records
 
 GSM8K's strict score needs ``#### N``. For ``--n`` validation problems the base model answers greedily
 (its own reasoning and its own final answer, whatever it is); each sequence is then that completion +
@@ -39,12 +40,16 @@ from tinylora.models.loading import load_model, load_tokenizer  # noqa: E402
 from tinylora.tasks.answers import extract_final_number  # noqa: E402
 from tinylora.trainers.batch import build_batch, completion_logprobs  # noqa: E402
 
-SCALES = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+SCALES = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8)  # ‖v‖ along the gradient; stops past +50% body NLL
 
 
-def adapter_for(params: int) -> tinylora.TinyLoRAConfig:
+def adapter_for(params: str):
     """1 and 13: one vector for every module; more: u = 13 vectors tied over module groups (tiled),
-    as many groups as the budget holds (the record says the exact count)."""
+    as many groups as the budget holds (the record says the exact count); ``loraN``: LoRA rank N on
+    every module (the large-update reference)."""
+    if params.startswith("lora"):
+        return tinylora.LoRAConfig(r=int(params[4:]))
+    params = int(params)
     if params in (1, 13):
         return tinylora.TinyLoRAConfig(u=params, tying="all")
     return tinylora.TinyLoRAConfig(u=13, tying="tiled", budget=params)
@@ -108,20 +113,50 @@ def probe(model, tok, P, C, T, cfg) -> dict:
             "best": best, "probe_s": round(time.time() - t0, 1)}
 
 
+def plot(records: list[dict], png: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for model in dict.fromkeys(r["model"] for r in records):
+        rs = sorted((r for r in records if r["model"] == model and r["adapter"]["method"] == "tinylora"),
+                    key=lambda r: r["params"])
+        ax.plot([r["params"] for r in rs], [r["tail_logp"] + r["reach"] for r in rs], "o-",
+                label=f"{model} (v = 0: {rs[0]['tail_logp']:.1f})")
+    ax.axhline(-3, color="grey", ls=":", lw=1)
+    ax.text(1, -2.6, "≈ 1 sample in 20 writes it", color="grey", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("trained parameters (TinyLoRA r = 2, tied)")
+    ax.set_ylabel("reachable log P(strict tail '#### N'), nats")
+    ax.set_ylim(top=0)
+    ax.set_title("How far a tiny update moves the strict answer format at fixed skill", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="a name of `tinylora models list`, a folder or a .gguf")
-    ap.add_argument("--params", default="1,13,52,364", help="budgets, comma-separated")
+    ap.add_argument("--model", help="a name of `tinylora models list`, a folder or a .gguf")
+    ap.add_argument("--plot", help="draw the records in --out to this PNG and stop")
+    ap.add_argument("--params", default="1,13,52,364", help="budgets, comma-separated (loraN: LoRA rank N)")
     ap.add_argument("--n", type=int, default=8, help="sequences (the base's own answered completions)")
     ap.add_argument("--max-new-tokens", type=int, default=400)
-    ap.add_argument("--data-dir", required=True, help="folder with GSM8K's train.jsonl (validation is carved from it)")
+    ap.add_argument("--data-dir", help="folder with GSM8K's train.jsonl (validation is carved from it)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="format_reach.jsonl")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     out = Path(a.out)
+    if a.plot:
+        plot([json.loads(x) for x in out.read_text().splitlines() if x.strip()], a.plot)
+        return
+    if not (a.model and a.data_dir):
+        ap.error("--model and --data-dir are required (unless --plot)")
     have = {(r["model"], r["requested"]) for r in map(json.loads, out.read_text().splitlines())} if out.exists() else set()
-    todo = [int(x) for x in a.params.split(",") if (a.model, int(x)) not in have]
+    todo = [x for x in a.params.split(",") if (a.model, x) not in have and (a.model, int(x) if x.isdigit() else x) not in have]
     if not todo:
         return
     tok, model = load_tokenizer(a.model), load_model(a.model)
