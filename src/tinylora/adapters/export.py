@@ -7,6 +7,11 @@
   matrices and v = vec(R).
 - ``peft-lora``: ΔW = U Σ R Vᵀ has rank r, so B = U Σ R, A = Vᵀ, lora_alpha = r is exact. Every
   LoRA server (vLLM, TGI, PEFT) can load it. Full fine-tuning is not low-rank: use ``merged``.
+- ``gguf-lora``: the ``peft-lora`` factors as a llama.cpp LoRA adapter (``adapter.gguf``): tensors
+  ``<gguf name>.lora_a`` (r × in) and ``.lora_b`` (out × r), ``general.type = adapter``,
+  ``adapter.type = lora``, ``adapter.lora.alpha``, as llama.cpp's ``convert_lora_to_gguf.py`` writes
+  them (names from gguf-py's tensor map; Llama's q/k rows permuted as its converter permutes the
+  base weights). ``llama-cli -m base.gguf --lora adapter.gguf`` runs the skill.
 - ``merged``: ``save_pretrained`` of W + ΔW under the original module names.
 """
 
@@ -24,7 +29,8 @@ from .config import TinyLoRAConfig
 from .model import adapted_modules, find_targets, get_root, merged
 from .tying import module_type
 
-FORMATS = ("peft-tinylora", "peft-lora", "merged")
+FORMATS = ("peft-tinylora", "peft-lora", "gguf-lora", "merged")
+GGUF_ARCHS = {"qwen2": "QWEN2", "llama": "LLAMA"}  # model_type → gguf.MODEL_ARCH member (tested ones)
 PEFT_PREFIX = "base_model.model."
 
 
@@ -102,6 +108,49 @@ def _export_peft_lora(model: nn.Module, out_dir: Path) -> Path:
     return _write_peft(out_dir, config, tensors)
 
 
+def _llama_permute(rows: torch.Tensor, n_head: int) -> torch.Tensor:
+    """llama.cpp's converter reorders Llama's q/k rows for its RoPE layout; ΔW's B rows must follow."""
+    return rows.reshape(n_head, 2, rows.shape[0] // n_head // 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
+
+
+def _export_gguf_lora(model: nn.Module, out_dir: Path) -> Path:
+    import gguf
+
+    root = get_root(model)
+    cfg, conf = root.config, model.config
+    kind = getattr(conf, "model_type", None)
+    if kind not in GGUF_ARCHS:
+        raise ValueError(f"gguf-lora export knows architectures {sorted(GGUF_ARCHS)}, not {kind!r}")
+    method = methods.of(cfg)
+    arch = getattr(gguf.MODEL_ARCH, GGUF_ARCHS[kind])
+    names = gguf.get_tensor_name_map(arch, conf.num_hidden_layers)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "adapter.gguf"
+    w = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
+    w.add_type(gguf.GGUFType.ADAPTER)
+    w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(method.lora_alpha(cfg)))
+    with torch.no_grad():
+        for name, mod in adapted_modules(model).items():
+            if name == "lm_head" and getattr(conf, "tie_word_embeddings", False):
+                raise ValueError("gguf-lora: the adapter changes lm_head, which this base ties to its embedding "
+                                 "(llama.cpp has one tensor for both); export with format='merged'")
+            gname = names.get_name(name + ".weight", try_suffixes=(".weight",))
+            if gname is None:
+                raise ValueError(f"gguf-lora: no llama.cpp tensor for module {name!r}")
+            A, B = (t.detach().float().cpu().contiguous() for t in method.lora_factors(mod.delta))
+            if kind == "llama" and name.endswith(("q_proj", "k_proj")):
+                heads = conf.num_attention_heads if name.endswith("q_proj") else conf.num_key_value_heads
+                B = _llama_permute(B, heads)
+            w.add_tensor(gname + ".lora_a", A.numpy())
+            w.add_tensor(gname + ".lora_b", B.contiguous().numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out_dir
+
+
 def _export_merged(model: nn.Module, out_dir: Path) -> Path:
     with merged(model):
         state = {}
@@ -133,7 +182,7 @@ def export(model: nn.Module, out_dir: str | os.PathLike, format: str = "peft-lor
     else:
         if methods.of(cfg).lora_factors is None:
             raise ValueError(f"a {cfg.method!r} update is not low-rank; export it with format='merged'")
-        path = _export_peft_lora(model, out)
+        path = _export_gguf_lora(model, out) if format == "gguf-lora" else _export_peft_lora(model, out)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
     return path

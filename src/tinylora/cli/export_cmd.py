@@ -1,4 +1,4 @@
-"""`tinylora export`: an adapter as PEFT TinyLoRA / PEFT LoRA / a merged model."""
+"""`tinylora export`: an adapter as PEFT TinyLoRA / PEFT LoRA / llama.cpp LoRA GGUF / a merged model."""
 
 from __future__ import annotations
 
@@ -35,9 +35,10 @@ def add_parser(sub) -> None:
     s = sub.add_parser("export", help="export an adapter to PEFT TinyLoRA / PEFT LoRA / a merged HF model")
     s.add_argument("--model", required=True, help="base model: " + MODEL_HELP)
     s.add_argument("--adapter", required=True, help="adapter .safetensors file trained on that base")
-    s.add_argument("--format", required=True, choices=["peft-tinylora", "peft-lora", "merged"],
+    s.add_argument("--format", required=True, choices=["peft-tinylora", "peft-lora", "gguf-lora", "merged"],
                    help="peft-tinylora: peft.PeftModel loads it; peft-lora: exact rank-r LoRA for vLLM and "
-                        "LoRA servers; merged: save_pretrained of W + ΔW")
+                        "LoRA servers; gguf-lora: the same LoRA as llama.cpp's adapter.gguf (llama-cli "
+                        "--lora); merged: save_pretrained of W + ΔW")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES, help="dtype to load the base in")
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto: where the base is loaded to merge")
