@@ -2,7 +2,7 @@
 
     python benchmarks/format_reach.py --model qwen2.5-coder-0.5b-instruct --params 1,13,52,364 \
         --data-dir ../shared/data/gsm8k --out format_reach.jsonl
-    python benchmarks/format_reach.py --plot docs/format-reach.png --out format_reach.jsonl   # draw the records
+    python benchmarks/format_reach.py --plot docs/format-reach.png --out format_reach.jsonl,more.jsonl   # draw
 
 GSM8K's strict score needs ``#### N``. For ``--n`` validation problems the base model answers greedily
 (its own reasoning and its own final answer, whatever it is); each sequence is then that completion +
@@ -56,8 +56,9 @@ def adapter_for(params: str):
 
 
 def own_sequences(model, tok, task, n: int, max_new_tokens: int, out: Path):
-    """Prompt ids and completion + strict-tail ids (and tail lengths) for the first n usable answers."""
-    s = evaluate(model, tok, task, split="validation", limit=3 * n, batch_size=3 * n, max_new_tokens=max_new_tokens,
+    """Prompt ids and completion + strict-tail ids (and tail lengths) for the first n usable answers of
+    the base's 24 greedy validation completions."""
+    s = evaluate(model, tok, task, split="validation", limit=24, batch_size=24, max_new_tokens=max_new_tokens,
                  out_dir=out, progress=True)
     rows = [json.loads(x) for x in (out / "examples.jsonl").read_text().splitlines()]
     val = {e.id: e for e in task.load("validation")}
@@ -93,13 +94,14 @@ def probe(model, tok, P, C, T, cfg) -> dict:
             return (lp * tail_m).sum() / len(T), -(lp * body_m).sum() / body_m.sum()
 
     t0 = time.time()
+    start = tinylora.flat_values(model).detach().clone()  # 0 for TinyLoRA; LoRA starts at (A random, B = 0)
     tail0, body0 = measure(True)
     g = torch.cat([x.flatten() for x in torch.autograd.grad(tail0, tp)])
     d = g / g.norm()
     line = []
     for s in SCALES:
         with torch.no_grad():
-            tinylora.set_flat_values(model, s * d)
+            tinylora.set_flat_values(model, start + s * d)
         tl, bn = measure(False)
         line.append({"norm": s, "tail_logp": round(tl.item(), 3), "body_nll": round(bn.item(), 4)})
         if bn.item() > 1.5 * body0.item():
@@ -120,11 +122,11 @@ def plot(records: list[dict], png: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for model in dict.fromkeys(r["model"] for r in records):
-        rs = sorted((r for r in records if r["model"] == model and r["adapter"]["method"] == "tinylora"),
+    for model, n in dict.fromkeys((r["model"], r["n"]) for r in records):
+        rs = sorted((r for r in records if (r["model"], r["n"]) == (model, n) and r["adapter"]["method"] == "tinylora"),
                     key=lambda r: r["params"])
-        ax.plot([r["params"] for r in rs], [r["tail_logp"] + r["reach"] for r in rs], "o-",
-                label=f"{model} (v = 0: {rs[0]['tail_logp']:.1f})")
+        ax.plot([r["params"] for r in rs], [r["tail_logp"] + r["reach"] for r in rs], "o-" if n >= 8 else "s--",
+                label=f"{model}, {n} completions (v = 0: {rs[0]['tail_logp']:.1f})")
     ax.axhline(-3, color="grey", ls=":", lw=1)
     ax.text(1, -2.6, "≈ 1 sample in 20 writes it", color="grey", fontsize=8)
     ax.set_xscale("log")
@@ -144,14 +146,15 @@ def main() -> None:
     ap.add_argument("--params", default="1,13,52,364", help="budgets, comma-separated (loraN: LoRA rank N)")
     ap.add_argument("--n", type=int, default=8, help="sequences (the base's own answered completions)")
     ap.add_argument("--max-new-tokens", type=int, default=400)
+    ap.add_argument("--own-dir", help="where the base's 24 greedy validation completions are kept (resumable)")
     ap.add_argument("--data-dir", help="folder with GSM8K's train.jsonl (validation is carved from it)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="format_reach.jsonl")
+    ap.add_argument("--out", default="format_reach.jsonl", help="records (JSON lines); with --plot, comma-separated files")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     if a.plot:
-        plot([json.loads(x) for x in out.read_text().splitlines() if x.strip()], a.plot)
+        plot([json.loads(x) for f in a.out.split(",") for x in Path(f).read_text().splitlines() if x.strip()], a.plot)
         return
     if not (a.model and a.data_dir):
         ap.error("--model and --data-dir are required (unless --plot)")
@@ -164,7 +167,8 @@ def main() -> None:
     tinylora.attach(model, tinylora.TinyLoRAConfig(u=1, tying="all"))
     n_modules = len(tinylora.adapted_modules(model))
     tinylora.detach(model)
-    P, C, T, s = own_sequences(model, tok, task, a.n, a.max_new_tokens, out.with_suffix(f".{Path(a.model).stem}.own"))
+    own = Path(a.own_dir) if a.own_dir else out.parent / f"{out.stem}.{a.model.replace('/', '_')}.own"
+    P, C, T, s = own_sequences(model, tok, task, a.n, a.max_new_tokens, own)
     for params in todo:
         cfg = adapter_for(params)
         r = probe(model, tok, P, C, T, cfg)
