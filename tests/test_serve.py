@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,12 +43,17 @@ def make_adapters(base: Path, folder: Path, n: int = 3) -> None:
         tinylora.save(model, folder / f"skill{k}.safetensors")
 
 
+LOGS: dict[int, str] = {}  # port → the server's log file
+
+
 def start(base: Path, adapters: Path, *extra: str):
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the server's output goes to a file, not a pipe: one log line per request would fill a pipe nobody reads
+    log = tempfile.NamedTemporaryFile("w+", prefix="tinylora-serve-", suffix=".log", delete=False)
     proc = subprocess.Popen([sys.executable, "-m", "tinylora", "serve", "--model", str(base), "--adapters", str(adapters),
-                             "--port", str(port), *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                             "--port", str(port), *extra], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.log_path = LOGS[port] = log.name
     key = extra[extra.index("--api-key") + 1] if "--api-key" in extra else "unused"
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=120)
     deadline = time.time() + 600  # a hang guard: start() waits for the server to answer or die
@@ -58,7 +64,7 @@ def start(base: Path, adapters: Path, *extra: str):
                 return proc, client, port
             except openai.APIConnectionError:
                 if proc.poll() is not None:
-                    raise RuntimeError("server died: " + proc.stdout.read()) from None
+                    raise RuntimeError("server died: " + Path(proc.log_path).read_text()) from None
                 time.sleep(0.2)
         raise RuntimeError("server did not start")
     except BaseException:
@@ -300,3 +306,46 @@ def test_nan_and_infinity_are_refused(server):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(req, timeout=60)
         assert e.value.code == 400 and "error" in json.loads(e.value.read()), raw
+
+
+def test_metrics_and_one_log_line_per_request(server):
+    """GET /metrics counts what was asked (by status and adapter), tokens and latencies; each request is
+    one JSON log line with its id, adapter, status and tokens — and no prompt text by default."""
+    import urllib.request
+
+    client, _, _, port = server
+
+    def scrape() -> dict[str, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60).read().decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line and not line.startswith("#")}
+
+    before = scrape()
+    ok = 'tinylora_requests_total{status="200",adapter="skill1"}'
+    r = client.completions.create(model="skill1", prompt="Q: 2+3?\nA:", max_tokens=5, temperature=0)
+    list(client.completions.create(model="skill1", prompt="Q: 4+4?\nA:", max_tokens=4, temperature=0, stream=True))
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="no-such-skill", prompt="x", max_tokens=2)
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="skill1", prompt="x", max_tokens=0)
+    after = scrape()
+    assert after[ok] - before.get(ok, 0) == 2
+    assert after['tinylora_requests_total{status="404",adapter=""}'] - before.get(
+        'tinylora_requests_total{status="404",adapter=""}', 0) == 1
+    assert after['tinylora_requests_total{status="400",adapter=""}'] - before.get(
+        'tinylora_requests_total{status="400",adapter=""}', 0) >= 1
+    gen = after["tinylora_completion_tokens_total"] - before.get("tinylora_completion_tokens_total", 0)
+    assert gen >= r.usage.completion_tokens + 1
+    assert after["tinylora_request_latency_seconds_count"] - before.get("tinylora_request_latency_seconds_count", 0) == 4
+    assert after["tinylora_time_to_first_token_seconds_count"] - before.get(
+        "tinylora_time_to_first_token_seconds_count", 0) == 2
+    assert after['tinylora_request_latency_seconds_bucket{le="+Inf"}'] == after["tinylora_request_latency_seconds_count"]
+    assert after["tinylora_adapters_loaded"] >= 3 and "tinylora_queue_depth" in after and "tinylora_batch_rows" in after
+    # the log: one JSON line per request, the prompt absent
+    log_path = Path(LOGS[port])
+    lines = [json.loads(x.split("tinylora.serve.requests: ", 1)[1]) for x in log_path.read_text().splitlines()
+             if "tinylora.serve.requests: " in x]
+    mine = [x for x in lines if x["adapter"] == "skill1" and x["status"] == 200][-2:]
+    assert len(mine) == 2 and {m["stream"] for m in mine} == {False, True}
+    assert all(m["completion_tokens"] >= 1 and m["prompt_tokens"] > 0 and m["latency_s"] > 0 and m["id"] for m in mine)
+    assert not any("prompt" in x for x in lines) and "4+4" not in log_path.read_text()

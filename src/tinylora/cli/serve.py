@@ -34,7 +34,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     serve(args.model, args.adapters, host=args.host, port=args.port,
           api_key=args.api_key or os.environ.get("TINYLORA_API_KEY"), max_batch=args.max_batch,
-          max_queue=args.max_queue, request_timeout_s=args.timeout, dtype=args.dtype, device=args.device)
+          max_queue=args.max_queue, request_timeout_s=args.timeout, dtype=args.dtype, device=args.device,
+          log_prompts=args.log_prompts)
     return 0
 
 
@@ -56,6 +57,8 @@ def add_parser(sub) -> None:
     s.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond the batch; more get HTTP 429")
     s.add_argument("--timeout", type=float, default=600.0, help="per-request limit in seconds (HTTP 504 past it)")
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present)")
+    s.add_argument("--log-prompts", action="store_true",
+                   help="put each request's prompt text in its log line (off: ids, adapter, tokens, latency only)")
     s.add_argument("--dtype", default="fp32", choices=BASE_DTYPES,
                    help="the base's dtype (auto: bf16 where this machine has fast bf16, else fp32; adapters stay fp32)")
     add_no_cache(s)

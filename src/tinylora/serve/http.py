@@ -1,6 +1,8 @@
 """The OpenAI-compatible HTTP front of :mod:`tinylora.serve.scheduler` (FastAPI + uvicorn).
 
     GET  /v1/models             the base and every servable adapter
+    GET  /metrics               Prometheus text: requests by status and adapter, tokens, latency and
+                                time-to-first-token histograms, batch rows, queue depth, adapters
     POST /v1/completions        prompt → text (stream: server-sent events)
     POST /v1/chat/completions   messages → the tokenizer's chat template → text
 
@@ -15,7 +17,9 @@ request with seed S draws from the stream ``stream_key(S, i)`` (the same stream
 ``generate_tokens(..., seeds=[stream_key(S, i)])`` uses), so a seeded completion is reproducible
 and equals generating with that adapter alone. Errors use OpenAI's shape ``{"error": {...}}``:
 400 bad request, 401 wrong key, 404 unknown model (listing the known ones), 429 queue full (with
-``Retry-After``), 504 past the request timeout.
+``Retry-After``), 504 past the request timeout. Every finished completion request is one JSON line
+on the ``tinylora.serve.requests`` logger (id, adapter, status, tokens, latency, time to first token;
+the prompt only with ``log_prompts``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from fastapi import Request as HTTPRequest  # module level: FastAPI resolves the
 from fastapi.responses import StreamingResponse
 
 from .._core.seeding import stream_key
+from .metrics import Metrics
 from .requests import (
     CHAT_FIELDS,
     COMPLETION_FIELDS,
@@ -47,8 +52,9 @@ class Api:
     submitting samples and collecting (or streaming) their events. One method per route."""
 
     def __init__(self, scheduler: Scheduler, base_name: str, *, api_key: str | None = None,
-                 request_timeout_s: float = 600.0, max_tokens_limit: int = 4096):
+                 request_timeout_s: float = 600.0, max_tokens_limit: int = 4096, log_prompts: bool = False):
         self.scheduler, self.base_name, self.api_key = scheduler, base_name, api_key
+        self.metrics = Metrics(log_prompts=log_prompts)
         self.request_timeout_s, self.max_tokens_limit = request_timeout_s, max_tokens_limit
         self.tok = scheduler.tokenizer
         self.registry: Registry = scheduler.registry
@@ -115,7 +121,7 @@ class Api:
     async def next_event(self, r: Request):
         return await asyncio.get_running_loop().run_in_executor(None, r.events.get)
 
-    async def collect(self, reqs: list[Request], http: HTTPRequest) -> list[tuple[str, str]]:
+    async def collect(self, reqs: list[Request], http: HTTPRequest, info: dict) -> list[tuple[str, str]]:
         out = []
         for r in reqs:
             text = ""
@@ -126,6 +132,7 @@ class Api:
                     return []
                 kind, value = await self.next_event(r)
                 if kind == "delta":
+                    info.setdefault("first", time.monotonic())
                     text += value
                 else:
                     if value == "timeout":
@@ -140,10 +147,12 @@ class Api:
         p, c = sum(len(ids) for ids in prompts), sum(len(r.tokens) for r in reqs)
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
-    async def stream(self, reqs: list[Request], http: HTTPRequest, make_chunk, final: dict | None = None):
+    async def stream(self, reqs: list[Request], http: HTTPRequest, make_chunk, final: dict | None = None,
+                     info: dict | None = None):
         """Server-sent events: the samples' deltas as they come, then each finish, then ``final`` (the
         usage chunk, when stream_options.include_usage asks for it), then [DONE]."""
         pending = {i: r for i, r in enumerate(reqs)}
+        info = info if info is not None else {}
         try:
             while pending:
                 for i, r in list(pending.items()):
@@ -151,6 +160,7 @@ class Api:
                         raise asyncio.CancelledError
                     kind, value = await self.next_event(r)
                     if kind == "delta":
+                        info.setdefault("first", time.monotonic())
                         yield f"data: {json.dumps(make_chunk(i, value, None))}\n\n"
                     else:
                         yield f"data: {json.dumps(make_chunk(i, '', value))}\n\n"
@@ -162,6 +172,46 @@ class Api:
             for r in reqs:  # a client that left frees its rows
                 if r.finish_reason is None:
                     r.cancel()
+            self.finish(info, 200, reqs)
+
+    # --- what an operator sees: one record per request -------------------------------------------
+    def begin(self, route: str) -> dict:
+        return {"id": secrets.token_hex(6), "route": route, "t0": time.monotonic(), "adapter": None,
+                "prompt_tokens": 0, "stream": False, "prompt": None}
+
+    def finish(self, info: dict, status: int, reqs: list[Request] | None = None, error: str | None = None) -> None:
+        now = time.monotonic()
+        self.metrics.record(rid=info["id"], route=info["route"], status=status, adapter=info["adapter"],
+                            prompt_tokens=info["prompt_tokens"],
+                            completion_tokens=sum(len(r.tokens) for r in reqs or []), latency_s=now - info["t0"],
+                            ttft_s=info["first"] - info["t0"] if "first" in info else None, stream=info["stream"],
+                            finish=[r.finish_reason or "cancelled" for r in reqs] if reqs else None, error=error,
+                            prompt=info["prompt"])
+
+    async def recorded(self, route: str, handler, request: HTTPRequest):
+        """Run a completion route and record it once: its error status, its result, or (streaming)
+        when the stream ends."""
+        info = self.begin(route)
+        try:
+            out, reqs = await handler(request, info)
+        except HTTPError as e:
+            self.finish(info, e.status, error=e.message)
+            raise
+        if not isinstance(out, StreamingResponse):
+            self.finish(info, 200, reqs)
+        return out
+
+    async def completions(self, request: HTTPRequest):
+        return await self.recorded("completions", self._completions, request)
+
+    async def chat(self, request: HTTPRequest):
+        return await self.recorded("chat", self._chat, request)
+
+    async def metrics_text(self, request: HTTPRequest):
+        from fastapi.responses import PlainTextResponse
+
+        self.check_key(request)
+        return PlainTextResponse(self.metrics.render(self.scheduler.stats()), media_type="text/plain; version=0.0.4")
 
     def encode(self, text: str, special: bool) -> list[int]:
         ids = self.tok(text, add_special_tokens=special)["input_ids"]
@@ -180,7 +230,7 @@ class Api:
     def wants_usage(self, body: dict) -> bool:
         return bool((body.get("stream_options") or {}).get("include_usage"))
 
-    async def completions(self, request: HTTPRequest):
+    async def _completions(self, request: HTTPRequest, info: dict):
         self.check_key(request)
         body = await _json(request)
         check_fields(body, COMPLETION_FIELDS)
@@ -201,7 +251,9 @@ class Api:
         from ..generation.generate import prompt_special_tokens
 
         adapter, s = self.adapter_of(body.get("model")), self.sampling_of(body)
+        info["adapter"], info["stream"], info["prompt"] = body["model"], bool(body.get("stream")), prompts
         ids = [self.encode(p, prompt_special_tokens(self.tok)) for p in prompts]
+        info["prompt_tokens"] = sum(len(x) for x in ids)
         reqs = self.submit(adapter, ids, s, logprobs)
         echo = (lambda i: prompts[i // s["n"]]) if body.get("echo") else (lambda i: "")
         cid, created, model = f"cmpl-{secrets.token_hex(8)}", int(time.time()), body["model"]
@@ -217,8 +269,8 @@ class Api:
 
             final = (lambda: {"id": cid, "object": "text_completion", "created": created, "model": model,
                               "choices": [], "usage": self.usage(ids, reqs)}) if self.wants_usage(body) else None
-            return StreamingResponse(self.stream(reqs, request, chunk, final), media_type="text/event-stream")
-        results = await self.collect(reqs, request)
+            return StreamingResponse(self.stream(reqs, request, chunk, final, info), media_type="text/event-stream"), reqs
+        results = await self.collect(reqs, request, info)
 
         def lp(r: Request):
             if logprobs is None:
@@ -231,9 +283,9 @@ class Api:
 
         return {"id": cid, "object": "text_completion", "created": created, "model": model,
                 "choices": [{"index": i, "text": echo(i) + t, "finish_reason": f, "logprobs": lp(r)}
-                            for i, ((t, f), r) in enumerate(zip(results, reqs))], "usage": self.usage(ids, reqs)}
+                            for i, ((t, f), r) in enumerate(zip(results, reqs))], "usage": self.usage(ids, reqs)}, reqs
 
-    async def chat(self, request: HTTPRequest):
+    async def _chat(self, request: HTTPRequest, info: dict):
         self.check_key(request)
         body = await _json(request)
         check_fields(body, CHAT_FIELDS)
@@ -258,7 +310,9 @@ class Api:
         adapter, s = self.adapter_of(body.get("model")), self.sampling_of(body)
         text = self.tok.apply_chat_template([{"role": m["role"], "content": m["content"]} for m in messages],
                                        add_generation_prompt=True, tokenize=False)
+        info["adapter"], info["stream"], info["prompt"] = body["model"], bool(body.get("stream")), text
         ids = [self.encode(text, False)]
+        info["prompt_tokens"] = len(ids[0])
         reqs = self.submit(adapter, ids, s, logprobs)
         cid, created, model = f"chatcmpl-{secrets.token_hex(8)}", int(time.time()), body["model"]
         if body.get("stream"):
@@ -268,8 +322,8 @@ class Api:
                         "choices": [{"index": i, "delta": delta, "finish_reason": finish}]}
             final = (lambda: {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                               "choices": [], "usage": self.usage(ids, reqs)}) if self.wants_usage(body) else None
-            return StreamingResponse(self.stream(reqs, request, chunk, final), media_type="text/event-stream")
-        results = await self.collect(reqs, request)
+            return StreamingResponse(self.stream(reqs, request, chunk, final, info), media_type="text/event-stream"), reqs
+        results = await self.collect(reqs, request, info)
 
         def entry(t: int, v: float) -> dict:
             piece = self.tok.decode([t])
@@ -284,20 +338,20 @@ class Api:
         return {"id": cid, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f,
                              "logprobs": lp(r)} for i, ((t, f), r) in enumerate(zip(results, reqs))],
-                "usage": self.usage(ids, reqs)}
+                "usage": self.usage(ids, reqs)}, reqs
 
     async def health(self):
         return self.scheduler.stats()
 
 
 def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = None,
-               request_timeout_s: float = 600.0, max_tokens_limit: int = 4096):
+               request_timeout_s: float = 600.0, max_tokens_limit: int = 4096, log_prompts: bool = False):
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
 
     app = FastAPI(title="tinylora serve")
     api = Api(scheduler, base_name, api_key=api_key, request_timeout_s=request_timeout_s,
-              max_tokens_limit=max_tokens_limit)
+              max_tokens_limit=max_tokens_limit, log_prompts=log_prompts)
 
     @app.exception_handler(HTTPError)
     async def _err(request, e: HTTPError):
@@ -308,6 +362,8 @@ def create_app(scheduler: Scheduler, base_name: str, *, api_key: str | None = No
     app.post("/v1/completions")(api.completions)
     app.post("/v1/chat/completions")(api.chat)
     app.get("/health")(api.health)
+    app.get("/metrics")(api.metrics_text)
+    app.state.api = api
     return app
 
 
@@ -325,7 +381,7 @@ async def _json(request) -> dict:
 
 def serve(model_name: str, adapters: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           max_batch: int = 64, max_queue: int = 256, request_timeout_s: float = 600.0, dtype: str = "fp32",
-          device: str = "cpu") -> None:
+          device: str = "cpu", log_prompts: bool = False) -> None:
     """Load the base, the adapters, start the scheduler and uvicorn; SIGTERM/Ctrl-C stop cleanly."""
     import logging
 
@@ -338,7 +394,8 @@ def serve(model_name: str, adapters: str, *, host: str = "127.0.0.1", port: int 
     registry = Registry(registry_model, adapters)
     scheduler = Scheduler(registry_model, tokenizer, registry, max_batch=max_batch, max_queue=max_queue)
     base_name = model_name.rstrip("/").rsplit("/", 1)[-1]
-    app = create_app(scheduler, base_name, api_key=api_key, request_timeout_s=request_timeout_s)
+    app = create_app(scheduler, base_name, api_key=api_key, request_timeout_s=request_timeout_s,
+                     log_prompts=log_prompts)
 
     @app.on_event("shutdown")
     def _stop():
