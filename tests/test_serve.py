@@ -349,3 +349,56 @@ def test_metrics_and_one_log_line_per_request(server):
     assert len(mine) == 2 and {m["stream"] for m in mine} == {False, True}
     assert all(m["completion_tokens"] >= 1 and m["prompt_tokens"] > 0 and m["latency_s"] > 0 and m["id"] for m in mine)
     assert not any("prompt" in x for x in lines) and "4+4" not in log_path.read_text()
+
+
+BAD_COMPLETIONS = [
+    {"model": 5}, {"prompt": 5}, {"prompt": []}, {"prompt": ["a", 3]}, {"prompt": [[1, 2]]},
+    {"max_tokens": "5"}, {"max_tokens": 1.5}, {"max_tokens": -1}, {"max_tokens": 0}, {"max_tokens": True},
+    {"max_tokens": 10**9}, {"temperature": "hot"}, {"temperature": -0.1}, {"temperature": 2.5},
+    {"temperature": None, "top_p": 0}, {"top_p": 1.5}, {"top_p": [1]}, {"n": 0}, {"n": 17}, {"n": 2.0},
+    {"seed": -1}, {"seed": "x"}, {"seed": 1.5}, {"seed": 2**64}, {"stop": 5}, {"stop": ["a", "b", "c", "d", "e"]},
+    {"stop": [1]}, {"stream": "yes"}, {"echo": 1}, {"logprobs": 6}, {"logprobs": -1}, {"logprobs": "2"},
+    {"logprobs": 1.0}, {"best_of": 1.0}, {"best_of": "1"}, {"best_of": 2}, {"user": 5}, {"logit_bias": 5},
+    {"logit_bias": {"5": 1}}, {"presence_penalty": "0"}, {"frequency_penalty": 3},
+    {"stream_options": {"include_usage": True}}, {"stream": True, "stream_options": {"include_usage": "y"}},
+    {"stream": True, "stream_options": []}, {"max_completion_tokens": 5}, {"suffix": "x"}, {"tools": []},
+]
+BAD_CHATS = [
+    {"messages": "hi"}, {"messages": []}, {"messages": [{"role": "bot", "content": "x"}]},
+    {"messages": [{"role": "user", "content": 5}]}, {"messages": [{"role": "user"}]}, {"logprobs": "true"},
+    {"logprobs": True, "top_logprobs": 21}, {"top_logprobs": 3}, {"max_tokens": 5, "max_completion_tokens": 5},
+    {"max_completion_tokens": 0}, {"prompt": "x"}, {"n": -2}, {"response_format": {"type": "json_object"}},
+]
+
+
+def test_every_malformed_field_is_a_400_in_openais_shape(server):
+    """A sweep over every field's type and range: a 400 with {"error": {message, type, code}}, never a 200 on
+    nonsense and never a 5xx."""
+    import urllib.error
+    import urllib.request
+
+    _, _, _, port = server
+
+    def post(route, body) -> tuple[int, dict]:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/{route}", data=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    base = {"completions": {"model": "skill0", "prompt": "Q: 1+1?\nA:", "max_tokens": 2},
+            "chat/completions": {"model": "skill0", "messages": [{"role": "user", "content": "1+1?"}], "max_tokens": 2}}
+    assert post("completions", base["completions"])[0] == 200
+    assert post("chat/completions", base["chat/completions"])[0] == 200
+    bad = [("completions", {**base["completions"], **c}) for c in BAD_COMPLETIONS]
+    bad += [("chat/completions", {**base["chat/completions"], **c}) for c in BAD_CHATS]
+    bad += [("completions", ["not", "an", "object"]), ("completions", {"prompt": "no model"})]
+    wrong = []
+    for route, body in bad:
+        status, reply = post(route, body)
+        err = reply.get("error") if isinstance(reply, dict) else None
+        if status != 400 or not err or not err.get("message") or err.get("code") != 400:
+            wrong.append((route, body, status, reply))
+    assert wrong == []

@@ -94,7 +94,7 @@ class Api:
             body = {**body, "max_tokens": body["max_completion_tokens"]}
         n = number_field(body, "n", 1, int, 1, 16)
         best_of = body.get("best_of")
-        if best_of is not None and (isinstance(best_of, bool) or best_of != n):
+        if best_of is not None and (isinstance(best_of, bool) or not isinstance(best_of, int) or best_of != n):
             raise HTTPError(400, f"best_of={best_of!r} is not supported (only best_of = n, i.e. no reranking)")
         return {"max_tokens": number_field(body, "max_tokens", 16, int, 1, self.max_tokens_limit),
                 "temperature": number_field(body, "temperature", 1.0, float, 0.0, 2.0),
