@@ -402,3 +402,48 @@ def test_every_malformed_field_is_a_400_in_openais_shape(server):
         if status != 400 or not err or not err.get("message") or err.get("code") != 400:
             wrong.append((route, body, status, reply))
     assert wrong == []
+
+
+def test_a_batch_that_never_empties_keeps_a_bounded_cache_and_exact_outputs(quick_backbone, tmp_path):
+    """Continuous batching under constant load: a finished request is replaced at once, so the batch never
+    empties. The KV cache must stay as long as its live rows need (not grow one position per step for
+    the server's lifetime), and every answer must still equal generating it alone. Driven step by step
+    in this thread: no timing involved."""
+    from tinylora.generation.generate import prompt_special_tokens
+    from tinylora.serve.scheduler import Registry, Request, Scheduler
+
+    folder = tmp_path / "a"
+    folder.mkdir()
+    model, tok = load_model(str(quick_backbone)), load_tokenizer(str(quick_backbone))
+    scheduler = Scheduler(model, tok, Registry(model, folder), max_batch=4, max_queue=100)
+    special = prompt_special_tokens(tok)
+    submitted: list[Request] = []
+
+    def new(k: int) -> None:
+        ids = tok(PROMPTS[k % len(PROMPTS)], add_special_tokens=special)["input_ids"]
+        submitted.append(scheduler.submit(Request(adapter=-1, prompt_ids=ids, max_tokens=3 + k % 5, temperature=0)))
+
+    for k in range(4):
+        new(k)
+    k, peak, replaced = 4, 0, set()
+    with torch.no_grad():
+        for _ in range(2000):
+            scheduler._step()
+            for i, r in enumerate(submitted):
+                if r.finish_reason and i not in replaced:
+                    replaced.add(i)
+                    if k < 40:
+                        new(k)
+                        k += 1
+            peak = max(peak, scheduler.stats()["cache_positions"])
+            if k == 40 and all(r.finish_reason for r in submitted):
+                break
+    assert len(submitted) == 40 and all(r.finish_reason in ("stop", "length") for r in submitted)
+    longest = max(len(r.prompt_ids) for r in submitted) + 3 + 4
+    assert peak <= longest + 1, (peak, longest)  # bounded by one request's length, not by the uptime
+    for r in submitted[::5]:
+        g = generate_tokens(model, tok, [PROMPTS[submitted.index(r) % len(PROMPTS)]], n=1,
+                            sampling=Sampling(temperature=0.0, max_new_tokens=r.max_tokens))
+        row = g.new_ids[0].tolist()
+        want = row[: row.index(tok.eos_token_id) + 1] if tok.eos_token_id in row else row
+        assert r.tokens == want

@@ -92,6 +92,7 @@ class Metrics:
                           "tinylora_time_to_first_token_seconds")]
         gauges = {"tinylora_batch_rows": ("Rows in the running batch.", stats["running"]),
                   "tinylora_queue_depth": ("Requests waiting to join the batch.", stats["waiting"]),
+                  "tinylora_cache_positions": ("KV-cache positions of the running batch.", stats.get("cache_positions", 0)),
                   "tinylora_decode_steps_total": ("Decode steps the scheduler has run.", stats["steps"]),
                   "tinylora_adapters_loaded": ("Servable adapters.", stats["adapters"]),
                   "tinylora_adapters_refused": ("Adapter files refused (wrong base, corrupt, ...).",
