@@ -16,8 +16,9 @@ How this departs from textbook GRPO (Shao et al. 2024), each a documented choice
 - Groups whose rewards are all equal carry zero advantage; their sequences are skipped in the
   backward pass (their gradient is exactly zero) but still count in the normaliser.
 - Log-probs for the loss are recomputed with the unmerged, differentiable adapter path; the
-  rollout itself runs on merged weights. The G samples of a prompt share one forward of it
-  (``shared_prompt``, set by the real-model configs; :func:`~tinylora.trainers.batch.shared_prompt_logprobs`).
+  rollout itself runs on merged weights. With ``shared_prompt`` the G samples of a prompt share one
+  forward of it (:func:`~tinylora.trainers.batch.shared_prompt_logprobs`; off by default: 0.94× on the
+  0.5B at GSM8K's prompt and completion lengths, BENCHMARKS.md).
 
 Under ``torchrun`` each rank takes a contiguous share of the step's prompts (a prompt's G samples
 stay together, so advantages are local); token and sequence counts are summed over ranks before
@@ -79,21 +80,24 @@ class GRPOTrainer(Trainer):
         chunks = [active[i:i + cfg.micro_batch_size] for i in range(0, len(active), cfg.micro_batch_size)]
         pad = self.tokenizer.pad_token_id
 
-        def forward(c: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-            """(log-probs, mask) of samples ``c``: each prompt once per group, or one padded batch."""
-            prompts, comps = [ro.prompt_ids[i] for i in c], [ro.completion_ids[i] for i in c]
-            if cfg.shared_prompt:
-                return shared_prompt_logprobs(self.model, prompts, comps, cfg.temperature)
-            b = build_batch(prompts, comps, pad)
-            return completion_logprobs(self.model, b, cfg.temperature), b.mask
+        batches = None if cfg.shared_prompt else [
+            build_batch([ro.prompt_ids[i] for i in c], [ro.completion_ids[i] for i in c], pad) for c in chunks]
+
+        def forward(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+            """(log-probs, mask) of chunk ``k``: each prompt once per group, or its padded batch."""
+            if batches is None:
+                c = chunks[k]
+                return shared_prompt_logprobs(self.model, [ro.prompt_ids[i] for i in c],
+                                              [ro.completion_ids[i] for i in c], cfg.temperature)
+            return completion_logprobs(self.model, batches[k], cfg.temperature), batches[k].mask
 
         old = ref = None
         if cfg.num_iterations > 1:
             with torch.no_grad():
-                old = [forward(c)[0] for c in chunks]
+                old = [forward(k)[0] for k in range(len(chunks))]
         if cfg.kl_coef > 0:
             with torch.no_grad(), disabled(self.model):
-                ref = [forward(c)[0] for c in chunks]
+                ref = [forward(k)[0] for k in range(len(chunks))]
 
         self.model.train()
         stats = {"clip_frac": 0.0, "kl": 0.0, "loss": 0.0}
@@ -101,7 +105,7 @@ class GRPOTrainer(Trainer):
         for _ in range(cfg.num_iterations):
             self.opt.zero_grad(set_to_none=True)
             for k, c in enumerate(chunks):
-                logp, mask = forward(c)
+                logp, mask = forward(k)
                 mask = mask.to(logp.device)
                 loss, st = policy_loss(
                     logp, old[k] if old is not None else logp.detach(), adv[c], mask,
