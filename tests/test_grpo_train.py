@@ -171,6 +171,56 @@ def test_a_grpo_step_with_shared_prompts_gives_the_same_adapter(tiny_run_setup, 
     assert any(a[k].abs().max() > 0 for k in a)
 
 
+class ShiftedLogprobs:
+    """Our rollout backend whose reported log-probs are the true ones minus ``shift``: a rollout engine
+    whose probabilities are e^shift times too small on every token, as a mismatched engine would be."""
+
+    def __init__(self, model, tokenizer, shift):
+        from tinylora.generation.rollout import LocalBackend
+
+        self.inner, self.shift = LocalBackend(model, tokenizer, engine="tinylora"), shift
+
+    def update(self, model):
+        self.inner.update(model)
+
+    def generate(self, prompts, n, sampling, seeds):
+        ro = self.inner.generate(prompts, n, sampling, seeds)
+        ro.logprobs = [[x - self.shift for x in lp] for lp in ro.logprobs]
+        return ro
+
+
+def _one_step(root, tmp_path, name, shift=None, **kw):
+    cfg = cfg_for(root, steps=1, max_new_tokens=3, lr=1e-9, out_dir=str(tmp_path / name), **kw)
+    trainer = GRPOTrainer(cfg, progress=False)
+    if shift is not None:
+        trainer.backend = ShiftedLogprobs(trainer.model, trainer.tokenizer, shift)
+    trainer.train()
+    return json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[0])
+
+
+def test_the_rollout_log_prob_gap_is_measured_and_tis_corrects_it(tiny_run_setup, tmp_path):
+    import math
+
+    ours = _one_step(tiny_run_setup, tmp_path, "ours")
+    assert ours["rollout_lp_gap"] < 1e-5  # our engine on fp32 merged weights: the trainer's own numbers
+    shifted = _one_step(tiny_run_setup, tmp_path, "shifted", shift=math.log(3))
+    # every token's gap is log 3: the rollout log-probs sit on the tokens they belong to
+    assert shifted["rollout_lp_gap"] == pytest.approx(math.log(3), abs=1e-5)
+    assert shifted["rollout_lp_gap_max"] == pytest.approx(math.log(3), abs=1e-5)
+    assert shifted["grad_norm"] == pytest.approx(ours["grad_norm"], rel=1e-5)  # no correction asked for
+    tis = _one_step(tiny_run_setup, tmp_path, "tis", shift=math.log(3), tis_cap=2.0)
+    # π/π_rollout = 3 on every token, truncated at 2: the gradient is exactly twice the uncorrected one
+    assert tis["tis_capped_share"] == pytest.approx(1.0)
+    assert tis["grad_norm"] == pytest.approx(2 * ours["grad_norm"], rel=1e-5)
+    mild = _one_step(tiny_run_setup, tmp_path, "mild", shift=math.log(1.5), tis_cap=2.0)
+    assert mild["grad_norm"] == pytest.approx(1.5 * ours["grad_norm"], rel=1e-5) and mild["tis_capped_share"] == 0
+
+
+def test_tis_cap_below_one_is_refused():
+    with pytest.raises(ValueError, match="tis_cap"):
+        TrainConfig(tis_cap=0.5)
+
+
 @pytest.mark.parametrize("algo", ["grpo", "es-cma"])
 def test_resume_after_kill_gives_the_same_adapter(tiny_run_setup, tmp_path, algo):
     """kill -9 mid-run, --resume: the adapter bytes of the uninterrupted run (ES: CMA-ES's pickled state too)."""

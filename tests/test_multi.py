@@ -143,3 +143,22 @@ def test_flat_values_round_trip():
     assert torch.equal(flat_values(model), v)
     with pytest.raises(ValueError, match="flat vector"):
         set_flat_values(model, v[:-1])
+
+
+@pytest.mark.parametrize("method", list(CONFIGS))
+def test_a_table_entry_exports_as_that_adapter_alone(method):
+    """What the vLLM engine sends for row k of a population is the LoRA of adapter k on its own."""
+    from tinylora.adapters.export import peft_lora_tensors
+
+    model = attached("qwen2", method)
+    values = random_values(model, 3)
+    table = adapter_table(model, values)
+    for k in range(3):
+        row, row_cfg = peft_lora_tensors(model, table=table, entry=k)
+        own, own_cfg = alone(model, values[k], lambda: peft_lora_tensors(model))
+        assert row_cfg == own_cfg and row.keys() == own.keys()
+        for name in own:
+            assert torch.allclose(row[name], own[name], rtol=1e-5, atol=1e-6), name
+        assert any(own[n].abs().max() > 0 for n in own if n.endswith("lora_B.weight"))
+    base, _ = peft_lora_tensors(model, table=table, entry=3)  # the base's entry: B = 0
+    assert all(base[n].abs().max() == 0 for n in base if n.endswith("lora_B.weight"))

@@ -5,3 +5,8 @@ built-in type it always had (ValueError, FileNotFoundError, ImportError), so exi
 
 class TinyLoRAError(Exception):
     """Base class of the errors tinylora raises on purpose (bad input, missing model, damaged file …)."""
+
+
+class MissingDependencyError(TinyLoRAError, ImportError):
+    """An optional package is not installed (a scorer's, a logger's, vLLM): an error to fix with the
+    install command it names, never a silent fallback (a reward of 0, another engine)."""

@@ -92,19 +92,30 @@ def _export_peft_tinylora(model: nn.Module, out_dir: Path) -> Path:
     return _write_peft(out_dir, config, tensors)
 
 
-def _export_peft_lora(model: nn.Module, out_dir: Path) -> Path:
+def peft_lora_tensors(model: nn.Module, table: dict[str, torch.Tensor] | None = None, entry: int | None = None
+                      ) -> tuple[dict[str, torch.Tensor], dict]:
+    """The ``peft-lora`` tensors and config of the model's adapter, or of entry ``entry`` of a per-row
+    ``table`` (:func:`tinylora.adapters.multi.adapter_table`, whose entries are Σ R_k: B_k = U Σ R_k)."""
     root = get_root(model)
     cfg = root.config
     method = methods.of(cfg)
     tensors: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for name, mod in adapted_modules(model).items():
-            A, B = method.lora_factors(mod.delta)
+            if table is None:
+                A, B = method.lora_factors(mod.delta)
+            else:
+                A, B = mod.delta.Vh, mod.delta.U @ table[name][entry].to(mod.delta.U.dtype)
             tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = A
             tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = B
     config = _base_config(model, "LORA", root.names)
     config.update({"r": cfg.r, "lora_alpha": method.lora_alpha(cfg), "lora_dropout": 0.0, "use_rslora": False,
                    "use_dora": False, "init_lora_weights": True})
+    return tensors, config
+
+
+def _export_peft_lora(model: nn.Module, out_dir: Path) -> Path:
+    tensors, config = peft_lora_tensors(model)
     return _write_peft(out_dir, config, tensors)
 
 

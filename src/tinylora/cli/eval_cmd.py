@@ -38,6 +38,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     check_eval_args(limit=args.limit, samples=args.samples, temperature=args.temperature, batch_size=args.batch_size,
                     max_new_tokens=args.max_new_tokens, out_dir=args.out)  # all before the slow load
     check_model(args.model)
+    if args.engine == "vllm":
+        from ..generation import vllm_engine
+
+        vllm_engine.require()  # absent: the install hint now, not after the load
     if args.adapter:
         read(args.adapter)  # a missing file, or not an adapter: said now, not after the model loads
     task_kwargs = {**args.run_task_args, **parse_kv(args.task_arg)}
@@ -134,5 +138,6 @@ def add_parser(sub) -> None:
     s.add_argument("--engine", choices=ENGINES,
                    help="decode loop (default auto): ours (tinylora; auto = ours for Llama/Qwen2/GPT-2/Mistral/Qwen3), ours with "
                         "static shapes (static: its decode step a CUDA graph on a GPU, unverified) or transformers "
-                        "generate (hf); all give the same tokens")
+                        "generate (hf); all give the same tokens; or vLLM (vllm: the base in vLLM, the "
+                        "adapter as a LoRA; optional, see the README; greedy agrees up to bf16/fp32 ties)")
     s.set_defaults(func=_cmd_eval)

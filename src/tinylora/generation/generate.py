@@ -84,6 +84,8 @@ def generate_tokens(model, tokenizer, prompts: list[str], *, n: int = 1, samplin
                              f"{len(prompts) * n}, got {None if seeds is None else len(seeds)}")
         sampler = SeededSampler(seeds, sampling)
         kwargs["logits_processor"] = LogitsProcessorList([sampler])
+    if engine == "vllm":
+        return _generate_vllm(model, tokenizer, enc, ids, mask, n=n, sampling=sampling, seeds=seeds)
     # merged weights for speed, unless rows carry their own adapters (tinylora.adapters.multi.per_row) or
     # the base is bf16/fp16, where W + ΔW rounds a tiny update away (the fp32 adapter path keeps it)
     merge_ok = (is_attached(model) and not per_row_active(model)
@@ -106,6 +108,32 @@ def generate_tokens(model, tokenizer, prompts: list[str], *, n: int = 1, samplin
     finally:
         model.train(was_training)
     return Generated(ids, mask, out[:, ids.shape[1]:], sampler.logprobs if sampler else None)
+
+
+def _generate_vllm(model, tokenizer, enc, ids, mask, *, n, sampling, seeds) -> Generated:
+    """The same call through vLLM (:mod:`tinylora.generation.vllm_engine`): the model's adapter state (its
+    own values, or the per-row table of a population) synced as LoRAs, one request per sample."""
+    from . import vllm_engine
+
+    prompts = [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
+    rows = [p for p in prompts for _ in range(n)]
+    state = None
+    from ..adapters.multi import active_state
+
+    if is_attached(model):
+        state = active_state(model)
+    eng = vllm_engine.engine_for(model, max_new_tokens=sampling.max_new_tokens,
+                                 prompt_len=max((len(p) for p in prompts), default=1),
+                                 max_loras=max(1, len(set(state.rows.tolist())) if state is not None else 1))
+    loras = eng.loras_for(model, len(rows))
+    out, lps = eng.generate(rows, loras, temperature=sampling.temperature, top_p=sampling.top_p,
+                            max_new_tokens=sampling.max_new_tokens, seeds=seeds, eos_token_id=tokenizer.eos_token_id)
+    T = max((len(o) for o in out), default=0)
+    new = torch.full((len(out), T), tokenizer.pad_token_id, dtype=torch.long)
+    for i, o in enumerate(out):
+        new[i, :len(o)] = torch.tensor(o, dtype=torch.long)
+    logprobs = [lp + [0.0] * (T - len(lp)) for lp in lps] if sampling.temperature > 0 else None
+    return Generated(ids, mask, new.to(ids.device), logprobs)
 
 
 def generate_texts(model, tokenizer, prompts: list[str], *, n: int = 1, temperature: float = 0.0,

@@ -44,6 +44,19 @@ class LocalBackend:
     def update(self, model) -> None:
         self.model = model  # shares the trainer's model: nothing to copy
 
+    def sync_report(self) -> dict[str, float]:
+        """With vLLM: the bytes (and LoRAs) synced to it since the last report — the adapter's factors,
+        never merged weights; else nothing (our engine reads the trainer's weights in place)."""
+        if self.engine != "vllm":
+            return {}
+        from . import vllm_engine
+
+        engines = list(vllm_engine._ENGINES.values())
+        total, syncs = sum(e.synced_bytes for e in engines), sum(e.syncs for e in engines)
+        last = getattr(self, "_last", (0, 0))
+        self._last = (total, syncs)
+        return {"sync_bytes": total - last[0], "sync_loras": syncs - last[1]}
+
     def generate(self, prompts: list[str], n: int, sampling: Sampling, seeds: list[int]) -> Rollout:
         tok = self.tokenizer
         g = generate_tokens(self.model, tok, prompts, n=n, sampling=sampling, seeds=seeds, engine=self.engine)

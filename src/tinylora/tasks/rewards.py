@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .._core.errors import TinyLoRAError
+from .._core.errors import MissingDependencyError, TinyLoRAError  # noqa: F401  (MissingDependencyError: part of this API)
 from .answers import extract_final_number, last_boxed, numbers_equal
 
 RewardFn = Callable[[str, str], float]
@@ -21,10 +21,6 @@ RewardFn = Callable[[str, str], float]
 
 class RewardTimeout(Exception):
     pass
-
-
-class MissingDependencyError(TinyLoRAError, ImportError):
-    """A scorer's package is not installed: an error to fix, never a reward of 0."""
 
 
 def require_math_verify() -> None:

@@ -97,8 +97,12 @@ class TrainConfig:
     shared_prompt: bool = False  # GRPO: a group's G samples share one forward of their prompt (same loss,
     # fewer FLOPs on long prompts; the toy keeps the batched forward, faster for its tiny model)
     # generation: tinylora (our decode loop), static (the same with static shapes; a CUDA graph on a
-    # GPU, unverified), hf (transformers generate), auto (tinylora for known architectures, else hf)
+    # GPU, unverified), hf (transformers generate), vllm (the base in vLLM, the adapter synced as a LoRA
+    # every step; optional), auto (tinylora for known architectures, else hf)
     rollout_engine: str = "auto"
+    # GRPO: truncated importance sampling, min(π_train / π_rollout, tis_cap) per token (the paper's stack: 2.0
+    # with vLLM rollouts); null = off. The gap is logged either way (rollout_lp_gap)
+    tis_cap: float | None = None
     # ES (algo: es); prompts_per_step, max_new_tokens, temperature and top_p apply too
     es: dict[str, Any] = field(default_factory=lambda: dataclasses.asdict(ESConfig()))
     # optimisation
@@ -152,6 +156,8 @@ class TrainConfig:
             (self.dtype in BASE_DTYPES, f"dtype must be one of {', '.join(BASE_DTYPES)}, got {self.dtype!r}"),
             (self.clip_low >= 0 and self.clip_high >= 0, "clip ranges must be non-negative"),
             (self.autocast in ("auto", "bf16", "off"), f"autocast must be auto, bf16 or off, got {self.autocast!r}"),
+            (self.tis_cap is None or (isinstance(self.tis_cap, (int, float)) and self.tis_cap >= 1),
+             f"tis_cap must be >= 1 or null, got {self.tis_cap!r}"),
             (self.dist_timeout_s > 0, "dist_timeout_s must be positive"),
             (self.lr is None or self.lr > 0, f"lr must be > 0 (or null for the method's default), got {self.lr}"),
             (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
@@ -168,6 +174,10 @@ class TrainConfig:
             if not ok:
                 raise ValueError(msg)
         check_device_name(self.device)
+        if self.rollout_engine == "vllm":
+            from ..generation import vllm_engine
+
+            vllm_engine.require()
         if not isinstance(self.report_to, list) or not all(isinstance(x, str) for x in self.report_to):
             raise ValueError(f"report_to must be a list of logger names (jsonl, tensorboard, wandb), got {self.report_to!r}")
         from .reporting import REPORTERS

@@ -94,10 +94,13 @@ def policy_loss(
     total_tokens: float | None = None,
     num_seqs: float | None = None,
     max_len: float | None = None,
+    is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate with asymmetric clip (DAPO's clip-higher) and optional k3 KL.
 
     per token: max(−A·ρ, −A·clip(ρ, 1 − clip_low, 1 + clip_high)) + kl_coef · k3, ρ = exp(logp − old).
+    ``is_weights`` (per token, no gradient) multiply the surrogate: truncated importance sampling
+    (:func:`tis_weights`) when the rollout engine's probabilities are not the trainer's.
     Returns (loss, stats) with the clipped fraction (tokens where the clipped branch is active)
     and the mean KL over real tokens.
     """
@@ -106,6 +109,8 @@ def policy_loss(
     unclipped = -adv * ratio
     clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     per_token = torch.maximum(unclipped, clipped)
+    if is_weights is not None:
+        per_token = per_token * is_weights.to(per_token.dtype)
     stats: dict[str, float] = {}
     n_tok = mask.sum().clamp_min(1)
     with torch.no_grad():
@@ -118,3 +123,10 @@ def policy_loss(
             per_token = per_token + kl_coef * kl
     loss = aggregate(per_token, mask, aggregation, total_tokens=total_tokens, num_seqs=num_seqs, max_len=max_len)
     return loss, stats
+
+
+def tis_weights(logp: torch.Tensor, rollout_logp: torch.Tensor, cap: float) -> torch.Tensor:
+    """Truncated importance sampling (Yao et al. 2025, the paper's stack with cap 2.0): the tokens were
+    drawn from the rollout engine's π_rollout, the loss is the trainer's π; weight each token by
+    min(π / π_rollout, cap), without gradient. Equal engines give weights of exactly 1."""
+    return torch.exp(logp.detach() - rollout_logp).clamp(max=cap)
