@@ -4,6 +4,11 @@ adapters spread over the requests of 64 concurrent clients (127.0.0.1 only; boun
     python benchmarks/serve.py                          # toy backbone
     python benchmarks/serve.py --arch smollm2 --adapters 1 1000 --requests 1 --max-tokens 16   # SmolLM2-135M shape
     python benchmarks/serve.py --adapters 1 1000 --requests 2
+    python benchmarks/serve.py --server vllm --vllm .venv-vllm/bin/vllm --adapters 1 16 100 1000   # the same load on vLLM
+
+With ``--server vllm`` the same adapters are served by ``vllm serve --enable-lora`` (each one's ``peft-lora``
+export, rank 2, as a ``--lora-modules`` entry; ``--max-loras`` in a batch, all of them in its CPU cache),
+fp32 like our server's default; memory is the server's process tree (vLLM runs its engine in children).
 
 For each adapter count K, K TinyLoRA adapters (13 random numbers each) are written to a folder, a
 server is started on it, and ``--clients`` threads each send ``--requests`` completions (greedy, at
@@ -36,7 +41,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_adapters(base: str, folder: Path, k: int) -> int:
+def write_adapters(base: str, folder: Path, k: int, peft_lora: bool = False) -> int:
+    """K TinyLoRA adapters of 13 random numbers: our files, or (``peft_lora``) each as the rank-2 PEFT LoRA
+    folder vLLM loads (``folder/s{i}/``)."""
     import torch
 
     import tinylora
@@ -48,29 +55,67 @@ def write_adapters(base: str, folder: Path, k: int) -> int:
     for i in range(k):
         with torch.no_grad():
             model.tinylora.v[0].copy_(0.2 * torch.randn(13, generator=g))
-        tinylora.save(model, folder / f"s{i}.safetensors")
+        if peft_lora:
+            tinylora.export(model, folder / f"s{i}", format="peft-lora")
+        else:
+            tinylora.save(model, folder / f"s{i}.safetensors")
+    if peft_lora:
+        return sum(p.stat().st_size for p in (folder / "s0").iterdir())
     return (folder / "s0.safetensors").stat().st_size
 
 
-def peak_rss_mb(pid: int) -> float:
+def server_command(base: str, folder: Path, k: int, port: int, args) -> list[str]:
+    """``tinylora serve`` on the adapter folder, or ``vllm serve`` with every adapter as a LoRA module."""
+    if args.server == "tinylora":
+        return [sys.executable, "-m", "tinylora", "serve", "--model", base, "--adapters", str(folder),
+                "--port", str(port), "--max-batch", str(args.clients)]
+    from tinylora.models.loading import _source
+
+    path, _ = _source(base)  # a Hugging Face folder (a GGUF model: its dequantised copy in the cache)
+    return [args.vllm, "serve", path, "--port", str(port), "--dtype", "float32", "--enable-lora",
+            "--max-lora-rank", "8", "--max-loras", str(min(k, args.max_loras)), "--max-cpu-loras", str(k),
+            "--gpu-memory-utilization", "0.4", "--max-num-seqs", str(args.clients),
+            "--lora-modules", *[f"s{i}={folder / f's{i}'}" for i in range(k)]]
+
+
+def peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def tree_rss_mb(pid: int, peak: bool = False) -> float:
+    """Resident memory of the server and its child processes (vLLM runs its engine in children): the sum
+    of each process's peak (VmHWM) or current (VmRSS) figure; for one process, what earlier rows measured."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            pass
+    total = 0.0
+    for p in pids:
+        try:
+            total += peak_rss_mb(p, "VmHWM" if peak else "VmRSS")
+        except OSError:
+            pass
+    return total
 
 
 def load_test(base: str, k: int, args) -> dict:
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
-        file_bytes = write_adapters(base, folder, k)
+        file_bytes = write_adapters(base, folder, k, peft_lora=args.server == "vllm")
         port = free_port()
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        proc = subprocess.Popen([sys.executable, "-m", "tinylora", "serve", "--model", base, "--adapters", str(folder),
-                                 "--port", str(port), "--max-batch", str(args.clients)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = open(Path(d) / "server.log", "w")
+        proc = subprocess.Popen(server_command(base, folder, k, port, args), env=env, stdout=log, stderr=log)
         url = f"http://127.0.0.1:{port}/v1"
         try:
-            t_end = time.time() + 300
+            t_end = time.time() + 900
             while True:
                 try:
                     with urllib.request.urlopen(f"{url}/models", timeout=5) as r:
@@ -79,9 +124,10 @@ def load_test(base: str, k: int, args) -> dict:
                 except OSError:
                     pass
                 if time.time() > t_end or proc.poll() is not None:
-                    raise RuntimeError("server did not start")
+                    log.flush()
+                    raise RuntimeError("server did not start:\n" + (Path(d) / "server.log").read_text()[-3000:])
                 time.sleep(0.3)
-            idle_rss = peak_rss_mb(proc.pid)
+            idle_rss = tree_rss_mb(proc.pid, peak=True)
             prompts = ["Q: Tom has 7 apples and gets 5 more. How many?\nA:", "Q: 12 - 3 + 4 =\nA:"]
 
             def client(c: int) -> list[tuple[float, int]]:
@@ -101,7 +147,7 @@ def load_test(base: str, k: int, args) -> dict:
             with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
                 results = [x for part in pool.map(client, range(args.clients)) for x in part]
             wall = time.perf_counter() - t0
-            rss = peak_rss_mb(proc.pid)
+            rss = tree_rss_mb(proc.pid, peak=True)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -117,17 +163,23 @@ def load_test(base: str, k: int, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", choices=["toy", "smollm2"], default="toy")
+    ap.add_argument("--arch", choices=["toy", "smollm2", "qwen0.5b"], default="toy")
     ap.add_argument("--adapters", type=int, nargs="+", default=[1, 10, 100, 1000])
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--requests", type=int, default=4, help="per client")
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--server", choices=["tinylora", "vllm"], default="tinylora",
+                    help="vllm: `vllm serve --enable-lora` with each adapter as its peft-lora export")
+    ap.add_argument("--vllm", default="vllm", help="the vllm command (e.g. .venv-vllm/bin/vllm)")
+    ap.add_argument("--max-loras", type=int, default=32, help="vllm: LoRAs in one batch (--max-loras)")
     ap.add_argument("--json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         base_path = "toy"
+        if args.arch == "qwen0.5b":
+            base_path = "qwen2.5-coder-0.5b-instruct"
         if args.arch == "smollm2":
             from tinylora.models.synthetic import save_smollm2_shape
 
@@ -135,7 +187,11 @@ def main() -> None:
             save_smollm2_shape(Path(base_path))
         rows = [load_test(base_path, k, args) for k in args.adapters]
     base = rows[0]
-    print(f"{args.arch} backbone, {args.clients} clients × {args.requests} requests, ≤{args.max_tokens} tokens greedy, "
+    from tinylora._core.threads import cpu_features
+
+    cpu = cpu_features()
+    print(f"CPU: {cpu['model']}; flags {', '.join(cpu['flags']) or 'none of ours'}")
+    print(f"{args.server} server, {args.arch} backbone, {args.clients} clients × {args.requests} requests, ≤{args.max_tokens} tokens greedy, "
           f"{args.threads} threads")
     print("| adapters | tokens/s | vs 1 adapter | p50 latency | p99 latency | peak RSS (MB) | RSS after load (MB) |")
     print("|---|---|---|---|---|---|---|")

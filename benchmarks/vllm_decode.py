@@ -12,7 +12,8 @@ which keeps the text sensible). vLLM runs the adapter as a rank-2 LoRA on 168 mo
 generated tokens up to and including EOS; each figure is the median of ``--reps`` calls after one
 warm-up call (vLLM's first call compiles and loads the LoRA). Agreement: the share of rows whose
 greedy tokens are identical in both engines, and the mean share of each row's tokens before the first
-divergence. The CPU's flags are printed with the figures.
+divergence. Beside them, in the same run, the matmul roofline of the dtype (a (rows×896)·(896×4864)
+product, best of 20; 2 × parameters FLOPs a token). The CPU's flags are printed with the figures.
 """
 
 from __future__ import annotations
@@ -93,8 +94,13 @@ def main() -> None:
                 res[key] = {"s": s, "tokens": toks, "tok_s": toks / s, "with_warmup_s": time.perf_counter() - t0,
                             "ids": rows_of(g.new_ids, tok.eos_token_id)}
                 print(f"{dtype} {key}: {toks} tokens in {s:.2f} s = {toks / s:.0f} tok/s", flush=True)
+        from tinylora._core.dtypes import matmul_gflops
+
+        gflops = matmul_gflops(dtype, m=len(prompts), reps=20)  # the decode step's MLP shape, this dtype
+        flop_per_token = 2 * sum(p.numel() for n, p in model.named_parameters() if "tinylora" not in n)
         row = {"model": args.model, "dtype": dtype, "rows": len(prompts), "new_tokens": args.new_tokens,
-               "threads": args.threads, "cpu": cpu, "sigma": args.sigma}
+               "threads": args.threads, "cpu": cpu, "sigma": args.sigma, "matmul_gflops": gflops,
+               "roofline_tok_s": gflops * 1e9 / flop_per_token}
         for k, v in res.items():
             row[f"{k}_tok_s"] = v["tok_s"]
             row[f"{k}_s"] = v["s"]
@@ -113,6 +119,9 @@ def main() -> None:
               f"{100 * row['adapter_agreement']['mean_prefix_share']:.0f}%); the adapter changes "
               f"{100 * (1 - row['adapter_changes_ours']['identical_rows']):.0f}% of our rows, "
               f"{100 * (1 - row['adapter_changes_vllm']['identical_rows']):.0f}% of vLLM's", flush=True)
+        print(f"{dtype}: matmul {gflops:.0f} GFLOPS ({len(prompts)}×896·896×4864) → roofline "
+              f"{row['roofline_tok_s']:.0f} tok/s; ours {100 * row['tinylora_tok_s'] / row['roofline_tok_s']:.0f}% of it, "
+              f"vLLM {100 * row['vllm_tok_s'] / row['roofline_tok_s']:.0f}%", flush=True)
         rows.append(row)
         for e in list(vllm_engine._ENGINES):
             vllm_engine._ENGINES.pop(e).close()

@@ -87,3 +87,19 @@ def test_generation_on_a_bf16_base_runs_the_unmerged_fp32_adapter_path():
             wrong = torch.log_softmax(m16(x).logits[0, -1].float(), -1)[g.new_ids[0, 0]]
     assert g.logprobs[0][0] == pytest.approx(float(want), abs=1e-5)
     assert abs(float(wrong) - float(want)) > 1e-5  # merged weights would have given another value
+
+
+def test_the_output_head_gets_a_contiguous_input():
+    """logits_to_keep hands the head a strided slice; torch's CPU bf16 linear then expands the weight per
+    row (16 GB on the 0.5B's head): load_model makes the head's input contiguous."""
+    from tinylora.models.loading import load_model
+
+    model = load_model("toy", dtype="bf16")
+    seen = []
+    model.get_output_embeddings().register_forward_pre_hook(lambda mod, args: seen.append(args[0].is_contiguous()))
+    x = torch.randint(4, 30, (3, 7))
+    with torch.no_grad():
+        last = model(x, logits_to_keep=1).logits
+        full = model(x).logits
+    assert seen == [True, True]
+    assert torch.equal(last[:, -1], full[:, -1])

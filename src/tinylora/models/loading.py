@@ -75,4 +75,17 @@ def load_model(name_or_path: str, dtype: str = "fp32", device: str = "cpu"):
         raise ValueError(f"cannot load model {name_or_path!r}: {' '.join(str(e).split())} — give a local folder "
                          "with config.json and weights, a .gguf file or a name of `tinylora models list` "
                          "(the hub is not reachable offline)") from e
+    contiguous_head_input(model)
     return model.to(device).eval()
+
+
+def contiguous_head_input(model) -> None:
+    """Give the output head a contiguous input. ``logits_to_keep`` slices the last positions out of the
+    hidden states (a strided view), and torch 2.13's CPU bf16 ``linear`` on a strided 3-D input expands the
+    weight per batch row: measured on Qwen2.5-Coder-0.5B's head (151,936 × 896), 64 rows, 16 GB and 89 s
+    instead of 0.36 s (BENCHMARKS.md, "vLLM side by side"). The copy costs rows × positions × hidden."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or getattr(head, "_tinylora_contiguous", False):
+        return
+    head.register_forward_pre_hook(lambda mod, args: (args[0].contiguous(), *args[1:]) if args else None)
+    head._tinylora_contiguous = True
