@@ -123,12 +123,11 @@ class GRPOTrainer(Trainer):
                     rl = rollout_lp(k, mask.cpu()).to(logp.device)
                     with torch.no_grad():  # the trainer's log-prob minus the rollout engine's, per token
                         gap = ((logp.detach() - rl) * mask).abs()
-                        stats["lp_gap"] += float(gap.sum()) / max(total_tokens, 1.0) / cfg.num_iterations
+                        stats["lp_gap"] += float(gap.sum()) / cfg.num_iterations  # summed; divided below
                         stats["lp_gap_max"] = max(stats["lp_gap_max"], float(gap.max()) if gap.numel() else 0.0)
                     if cfg.tis_cap is not None:
                         weights = tis_weights(logp, rl, cfg.tis_cap) * mask
-                        stats["tis_capped"] += float(((weights >= cfg.tis_cap) * mask).sum()) / max(total_tokens, 1.0) \
-                            / cfg.num_iterations
+                        stats["tis_capped"] += float(((weights >= cfg.tis_cap) * mask).sum()) / cfg.num_iterations
                 loss, st = policy_loss(
                     logp, old[k] if old is not None else logp.detach(), adv[c], mask,
                     clip_low=cfg.clip_low, clip_high=cfg.clip_high, aggregation=cfg.loss_aggregation,
@@ -154,11 +153,12 @@ class GRPOTrainer(Trainer):
 
             "rollout_s": round(t_rollout, 3), "step_s": round(time.time() - t0, 3),
         }
-        if have_lp:  # mean |log π_train − log π_rollout| per token over the step, and its largest
-            metrics["rollout_lp_gap"] = self.dist.sum([stats["lp_gap"]])[0]
+        scored = self.dist.sum([sum(lengths[i] for i in active)])[0] if have_lp else 0
+        if have_lp and scored:  # mean |log π_train − log π_rollout| over the tokens the loss saw, and its largest
+            metrics["rollout_lp_gap"] = self.dist.sum([stats["lp_gap"]])[0] / scored
             metrics["rollout_lp_gap_max"] = stats["lp_gap_max"]
-        if cfg.tis_cap is not None and have_lp:
-            metrics["tis_capped_share"] = self.dist.sum([stats["tis_capped"]])[0]
+        if cfg.tis_cap is not None and have_lp and scored:  # the share of those tokens whose weight hit the cap
+            metrics["tis_capped_share"] = self.dist.sum([stats["tis_capped"]])[0] / scored
         if getattr(self.backend, "sync_report", None):
             metrics.update(self.backend.sync_report())
         metrics.update(self.adapter_values())
