@@ -140,6 +140,13 @@ class VLLMEngine:
 
         if not is_attached(model) or all(m.disabled for m in adapted_modules(model).values()):
             return [None] * n_rows  # no adapter, or switched off (tinylora.disabled): the base
+        from ..adapters import methods
+        from ..adapters.model import get_root
+
+        cfg = get_root(model).config
+        if methods.of(cfg).lora_factors is None:
+            raise ValueError(f"the vLLM engine runs an adapter as a LoRA, and {cfg.method!r} is not low-rank; "
+                             "use engine tinylora (or hf) for it")
         state = active_state(model)
         if state is None:
             tensors, config = peft_lora_tensors(model)
