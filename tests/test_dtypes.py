@@ -90,8 +90,8 @@ def test_generation_on_a_bf16_base_runs_the_unmerged_fp32_adapter_path():
 
 
 def test_the_output_head_gets_a_contiguous_input():
-    """logits_to_keep hands the head a strided slice; torch's CPU bf16 linear then expands the weight per
-    row (16 GB on the 0.5B's head): load_model makes the head's input contiguous."""
+    """logits_to_keep hands the head a strided slice; torch's CPU bf16 linear on it took 17 GB and 61 s on the
+    0.5B's head (benchmarks/prefill.py): load_model makes the head's input contiguous."""
     from tinylora.models.loading import load_model
 
     model = load_model("toy", dtype="bf16")

@@ -13,6 +13,7 @@ import torch
 
 from ..adapters.model import adapted_modules, is_attached, merged
 from ..adapters.multi import per_row_active
+from ..models.loading import contiguous_head_input
 from . import ENGINES
 from .sampling import Sampling, SeededSampler, sample_tokens  # noqa: F401  (sample_tokens: part of this API)
 
@@ -69,6 +70,7 @@ def generate_tokens(model, tokenizer, prompts: list[str], *, n: int = 1, samplin
     if n > 1 and sampling.temperature <= 0:
         raise ValueError("several samples per prompt need temperature > 0 (greedy samples are identical)")
     prepare_tokenizer(tokenizer)
+    contiguous_head_input(model)  # a model not loaded by load_model (idempotent)
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=prompt_special_tokens(tokenizer))
     device = next(model.parameters()).device
     ids = enc["input_ids"].repeat_interleave(n, dim=0).to(device)
@@ -115,16 +117,14 @@ def _generate_vllm(model, tokenizer, enc, ids, mask, *, n, sampling, seeds) -> G
     own values, or the per-row table of a population) synced as LoRAs, one request per sample."""
     from . import vllm_engine
 
-    prompts = [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
-    rows = [p for p in prompts for _ in range(n)]
-    state = None
     from ..adapters.multi import active_state
 
-    if is_attached(model):
-        state = active_state(model)
+    prompts = [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
+    rows = [p for p in prompts for _ in range(n)]
+    state = active_state(model)  # a population: as many LoRAs in the batch as it has members
     eng = vllm_engine.engine_for(model, max_new_tokens=sampling.max_new_tokens,
                                  prompt_len=max((len(p) for p in prompts), default=1),
-                                 max_loras=max(1, len(set(state.rows.tolist())) if state is not None else 1))
+                                 max_loras=len(set(state.rows.tolist())) if state is not None else 1)
     loras = eng.loras_for(model, len(rows))
     out, lps = eng.generate(rows, loras, temperature=sampling.temperature, top_p=sampling.top_p,
                             max_new_tokens=sampling.max_new_tokens, seeds=seeds, eos_token_id=tokenizer.eos_token_id)

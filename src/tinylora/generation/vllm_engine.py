@@ -75,8 +75,6 @@ class VLLMEngine:
         require()
         import vllm
 
-        self.folder = folder
-        self.max_loras = max_loras
         self.llm = vllm.LLM(model=folder, tokenizer=folder, skip_tokenizer_init=True, dtype=dtype,
                             max_model_len=max_model_len, enable_lora=True, max_loras=max_loras,
                             max_lora_rank=max_lora_rank, max_cpu_loras=max(2 * max_loras, 4), seed=seed,
@@ -102,10 +100,11 @@ class VLLMEngine:
         """The ``LoRARequest`` of one adapter state (written once; the same values reuse their id)."""
         from vllm.lora.request import LoRARequest
 
+        tensors = {k: t.detach().float().cpu().contiguous() for k, t in tensors.items()}
         h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
         for k in sorted(tensors):
             h.update(k.encode())
-            h.update(tensors[k].detach().float().cpu().contiguous().numpy().tobytes())
+            h.update(tensors[k].numpy().tobytes())
         key = h.hexdigest()[:16]
         if key not in self._ids:
             from safetensors.torch import save_file
@@ -114,8 +113,7 @@ class VLLMEngine:
             self._next += 1
             out = self._dir / f"lora-{lid}"
             out.mkdir()
-            save_file({k: t.detach().float().cpu().contiguous() for k, t in tensors.items()},
-                      str(out / "adapter_model.safetensors"))
+            save_file(tensors, str(out / "adapter_model.safetensors"))
             (out / "adapter_config.json").write_text(json.dumps(config, sort_keys=True))
             self.synced_bytes += sum(p.stat().st_size for p in out.iterdir())
             self.syncs += 1
@@ -134,15 +132,13 @@ class VLLMEngine:
 
     def loras_for(self, model, n_rows: int) -> list:
         """One ``LoRARequest`` (or None: the base) per batch row of ``model``'s current adapter state."""
+        from ..adapters import methods
         from ..adapters.export import peft_lora_tensors
-        from ..adapters.model import adapted_modules, is_attached
+        from ..adapters.model import adapted_modules, get_root, is_attached
         from ..adapters.multi import active_state
 
         if not is_attached(model) or all(m.disabled for m in adapted_modules(model).values()):
             return [None] * n_rows  # no adapter, or switched off (tinylora.disabled): the base
-        from ..adapters import methods
-        from ..adapters.model import get_root
-
         cfg = get_root(model).config
         if methods.of(cfg).lora_factors is None:
             raise ValueError(f"the vLLM engine runs an adapter as a LoRA, and {cfg.method!r} is not low-rank; "

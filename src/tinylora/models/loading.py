@@ -81,9 +81,10 @@ def load_model(name_or_path: str, dtype: str = "fp32", device: str = "cpu"):
 
 def contiguous_head_input(model) -> None:
     """Give the output head a contiguous input. ``logits_to_keep`` slices the last positions out of the
-    hidden states (a strided view), and torch 2.13's CPU bf16 ``linear`` on a strided 3-D input expands the
-    weight per batch row: measured on Qwen2.5-Coder-0.5B's head (151,936 × 896), 64 rows, 16 GB and 89 s
-    instead of 0.36 s (BENCHMARKS.md, "vLLM side by side"). The copy costs rows × positions × hidden."""
+    hidden states (a strided view), and torch 2.13's CPU bf16 ``linear`` on a strided 3-D input is slow and
+    huge: measured on Qwen2.5-Coder-0.5B's head (151,936 × 896), 64 rows, 61 s and 17 GB instead of 0.11 s
+    (``benchmarks/prefill.py``; BENCHMARKS.md, "vLLM side by side"). The copy costs rows × positions × hidden.
+    :func:`load_model` calls it; generation and the loss forwards call it too, for models loaded elsewhere."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None or getattr(head, "_tinylora_contiguous", False):
         return

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.loading import contiguous_head_input
 from .losses import token_logprobs
 
 
@@ -40,6 +41,7 @@ def build_batch(prompt_ids: list[list[int]], completion_ids: list[list[int]], pa
 def completion_logprobs(model, batch: Batch, temperature: float) -> torch.Tensor:
     """(n, K) log-probs of the completion tokens; logits only for the last K + 1 positions."""
     K = batch.targets.shape[1]
+    contiguous_head_input(model)  # the logits_to_keep slice below (idempotent)
     device = next(model.parameters()).device
     kwargs = dict(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
                   position_ids=batch.position_ids.to(device), use_cache=False)
@@ -65,6 +67,7 @@ def shared_prompt_logprobs(model, prompt_ids: list[list[int]], completion_ids: l
 
     from ..generation.engine import cache_kwarg
 
+    contiguous_head_input(model)
     ckw = cache_kwarg(model)
     device = next(model.parameters()).device
     n = len(completion_ids)
