@@ -1,6 +1,6 @@
 """The folders are the architecture: imports go one way, between layers and inside them.
 
-    _core  ←  adapters, models, tasks  ←  generation  ←  evaluation, serve  ←  trainers, toy  ←  cli
+    _core  ←  adapters, models, tasks  ←  generation  ←  evaluation  ←  audit, trainers, toy  ←  serve  ←  cli
 
 Every import counts, function-level ones included (a lazy import is still a dependency). A module
 may import its own layer's package (``adapters.model`` → ``adapters.svd``) and lower layers only;
@@ -11,8 +11,8 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tinylora"
-RANK = {"_core": 0, "adapters": 1, "models": 1, "tasks": 1, "generation": 2, "evaluation": 3, "serve": 3,
-        "trainers": 4, "toy": 4, "cli": 5}
+RANK = {"_core": 0, "adapters": 1, "models": 1, "tasks": 1, "generation": 2, "evaluation": 3, "audit": 4,
+        "trainers": 4, "toy": 4, "serve": 5, "cli": 6}
 
 
 def _modules() -> dict[str, Path]:

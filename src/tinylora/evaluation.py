@@ -190,8 +190,12 @@ def evaluate(
     adapter: str | None = None,
     dist=None,
     engine: str = "auto",
+    keep_records: bool = False,
 ) -> dict[str, Any]:
     """Generate, score with ``task.score``, and summarise: accuracy (pass@1) with a 95% interval.
+
+    ``keep_records``: the returned summary also holds ``records`` (one per example, as in
+    ``examples.jsonl``; not written to ``summary.json``), for callers that compare completions.
 
     ``engine`` picks the decode loop (:func:`tinylora.generation.generate.generate_tokens`); the engines give
     the same tokens, so it is not part of the evaluation's identity (a resumed evaluation may switch)."""
@@ -283,4 +287,5 @@ def evaluate(
         summary["reward_failures"] = task.reward_report()
     if out_dir is not None:
         (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
-    return dist.broadcast(summary)
+    summary = dist.broadcast(summary)
+    return {**summary, "records": records} if keep_records else summary

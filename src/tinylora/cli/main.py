@@ -9,6 +9,7 @@ import warnings
 
 from .. import __version__
 from . import (
+    audit_cmd,
     cache,
     demo,
     eval_cmd,
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect_cmd.add_parser(sub)
     export_cmd.add_parser(sub)
     eval_cmd.add_parser(sub)
+    audit_cmd.add_parser(sub)
     train.add_parser(sub)
     sweep.add_parser(sub)
     serve.add_parser(sub)

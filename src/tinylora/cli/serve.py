@@ -20,6 +20,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise ValueError(f"{name} must be positive, got {v}")
     if not (args.timeout > 0 and args.timeout != float("inf")):  # nan fails the first test too
         raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.max_kl is not None and not (args.max_kl >= 0 and args.max_kl != float("inf")):
+        raise ValueError(f"--max-kl must be a finite number >= 0 (nats per token), got {args.max_kl}")
     from .._core.distributed import resolve_device
     from .._core.threads import set_threads
     from ..serve.http import serve
@@ -35,7 +37,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     serve(args.model, args.adapters, host=args.host, port=args.port,
           api_key=args.api_key or os.environ.get("TINYLORA_API_KEY"), max_batch=args.max_batch,
           max_queue=args.max_queue, request_timeout_s=args.timeout, dtype=args.dtype, device=args.device,
-          log_prompts=args.log_prompts)
+          log_prompts=args.log_prompts, max_kl=args.max_kl, audit_reference=args.audit_reference)
     return 0
 
 
@@ -61,6 +63,15 @@ def add_parser(sub) -> None:
                    help="put each request's prompt text in its log line (off: ids, adapter, tokens, latency only)")
     s.add_argument("--dtype", default="fp32", choices=BASE_DTYPES,
                    help="the base's dtype (auto: bf16 where this machine has fast bf16, else fp32; adapters stay fp32)")
+    s.add_argument("--max-kl", type=float, metavar="NATS",
+                   help="audit each adapter's off-task drift when it loads (mean per-token KL(adapted‖base) on the "
+                        "base's own continuations of --audit-reference, as `tinylora audit` reports it) and refuse "
+                        "those above NATS with a logged reason; /v1/models lists each servable adapter's figures. "
+                        "Cached by the file's SHA-256. Each new file's check holds the server while it runs "
+                        "(seconds on the toy; see BENCHMARKS.md for a 0.5B model)")
+    s.add_argument("--audit-reference", default="general", metavar="SET",
+                   help="the drift reference for --max-kl: a shipped prompt set (general) or a file "
+                        "(.jsonl with a 'prompt' field, or one prompt per line)")
     add_no_cache(s)
     add_threads(s)
     s.set_defaults(func=_cmd_serve)

@@ -88,10 +88,12 @@ def generate_tokens(model, tokenizer, prompts: list[str], *, n: int = 1, samplin
         kwargs["logits_processor"] = LogitsProcessorList([sampler])
     if engine == "vllm":
         return _generate_vllm(model, tokenizer, enc, ids, mask, n=n, sampling=sampling, seeds=seeds)
-    # merged weights for speed, unless rows carry their own adapters (tinylora.adapters.multi.per_row) or
-    # the base is bf16/fp16, where W + ΔW rounds a tiny update away (the fp32 adapter path keeps it)
-    merge_ok = (is_attached(model) and not per_row_active(model)
-                and all(m.base_layer.weight.dtype == torch.float32 for m in adapted_modules(model).values()))
+    # merged weights for speed, unless rows carry their own adapters (tinylora.adapters.multi.per_row),
+    # the adapter is switched off (adapters.model.disabled: merging would switch it back on), or the base
+    # is bf16/fp16, where W + ΔW rounds a tiny update away (the fp32 adapter path keeps it)
+    mods = adapted_modules(model).values() if is_attached(model) else ()
+    merge_ok = (is_attached(model) and not per_row_active(model) and not any(m.disabled for m in mods)
+                and all(m.base_layer.weight.dtype == torch.float32 for m in mods))
     ctx = merged(model) if merge_ok else contextlib.nullcontext()
     was_training = model.training
     model.eval()

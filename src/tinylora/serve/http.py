@@ -224,8 +224,14 @@ class Api:
         self.check_key(request)
         self.registry.scan()
         now = int(time.time())
-        return {"object": "list", "data": [{"id": n, "object": "model", "created": now, "owned_by": "tinylora"}
-                                           for n in [self.base_name] + self.registry.names]}
+        data = []
+        for n in [self.base_name] + self.registry.names:
+            entry = {"id": n, "object": "model", "created": now, "owned_by": "tinylora"}
+            if n in self.registry.audits:  # serve --max-kl: the figures it passed on
+                entry["audit"] = {k: self.registry.audits[n][k] for k in ("kl_mean", "kl_p95", "kl_max",
+                                                                          "changed_share", "prompts", "tokens")}
+            data.append(entry)
+        return {"object": "list", "data": data}
 
     def wants_usage(self, body: dict) -> bool:
         return bool((body.get("stream_options") or {}).get("include_usage"))
@@ -381,7 +387,8 @@ async def _json(request) -> dict:
 
 def serve(model_name: str, adapters: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           max_batch: int = 64, max_queue: int = 256, request_timeout_s: float = 600.0, dtype: str = "fp32",
-          device: str = "cpu", log_prompts: bool = False) -> None:
+          device: str = "cpu", log_prompts: bool = False, max_kl: float | None = None,
+          audit_reference: str = "general") -> None:
     """Load the base, the adapters, start the scheduler and uvicorn; SIGTERM/Ctrl-C stop cleanly."""
     import logging
 
@@ -390,8 +397,16 @@ def serve(model_name: str, adapters: str, *, host: str = "127.0.0.1", port: int 
     from ..models.loading import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(model_name)  # first: a folder without one is named before the slow load
+    policy = None
+    if max_kl is not None:
+        from ..audit.policy import DriftPolicy
+
+        policy = DriftPolicy(max_kl, reference=audit_reference, base_name=model_name)  # a bad set: before the load
     registry_model = load_model(model_name, dtype=dtype, device=device)
-    registry = Registry(registry_model, adapters)
+    if policy is not None:
+        print(f"tinylora serve: auditing adapters' off-task drift (--max-kl {max_kl:g}, {len(policy.prompts)} "
+              f"{audit_reference} prompts)", flush=True)
+    registry = Registry(registry_model, adapters, policy=policy, tokenizer=tokenizer)
     scheduler = Scheduler(registry_model, tokenizer, registry, max_batch=max_batch, max_queue=max_queue)
     base_name = model_name.rstrip("/").rsplit("/", 1)[-1]
     app = create_app(scheduler, base_name, api_key=api_key, request_timeout_s=request_timeout_s,

@@ -44,10 +44,19 @@ class Registry:
     others keep serving. The folder is rescanned at most every ``rescan_s`` seconds, so files added
     while the server runs become servable without a restart. Entries are only ever appended, so a
     skill's index in the adapter table never changes while requests use it.
+
+    With a ``policy`` (:class:`tinylora.audit.DriftPolicy`, ``serve --max-kl``) each new file's
+    off-task drift is measured when it loads; one above the bound is refused like a corrupt file,
+    and the figures of the servable ones are kept in ``audits`` (``/v1/models`` lists them). The
+    audit's forwards use the shared model, so they run under ``lock``, which the scheduler holds
+    for each step.
     """
 
-    def __init__(self, model, folder: str | Path, rescan_s: float = 1.0):
+    def __init__(self, model, folder: str | Path, rescan_s: float = 1.0, *, policy=None, tokenizer=None):
         self.model = model
+        self.policy = policy
+        self.audits: dict[str, dict] = {}  # servable name → its drift figures (with a policy)
+        self.lock = threading.RLock()
         self.folder = Path(folder)
         self.rescan_s = rescan_s
         self.names: list[str] = []
@@ -59,6 +68,11 @@ class Registry:
         self.version = 0  # bumped when names grows
         if not self.folder.is_dir():
             raise FileNotFoundError(f"adapter folder {self.folder} does not exist")
+        if policy is not None:
+            if tokenizer is None:
+                raise ValueError("a drift policy needs the tokenizer (for the base's reference text)")
+            with self.lock:
+                policy.prepare(model, tokenizer)
         self.scan(force=True)
 
     def index(self, name: str) -> int:
@@ -89,11 +103,19 @@ class Registry:
                 self.refused[path.name] = "name must be letters, digits, '-', '_' or '.'"
                 continue
             try:
-                attached_before = is_attached(self.model)
-                load(self.model, path)  # verifies version, config, modules and the base's fingerprint
-                if not attached_before:
-                    log.info("serving the parameterization of %s: %s", path.name, self.model.tinylora.config)
-                self.values.append(flat_values(self.model))
+                with self.lock:
+                    attached_before = is_attached(self.model)
+                    load(self.model, path)  # verifies version, config, modules and the base's fingerprint
+                    if not attached_before:
+                        log.info("serving the parameterization of %s: %s", path.name, self.model.tinylora.config)
+                    if self.policy is not None:
+                        figs = self.policy.figures(self.model, path)
+                        why = self.policy.refusal(figs)
+                        if why is not None:
+                            raise ValueError(why)
+                        self.audits[stem] = figs
+                    values = flat_values(self.model)
+                self.values.append(values)
                 self._index[stem] = len(self.names)
                 self.names.append(stem)
                 self.refused.pop(path.name, None)
@@ -196,6 +218,10 @@ class Scheduler:
                     self.rows, self._cache = [], None
 
     def _step(self) -> None:
+        with self.registry.lock:  # an adapter's audit (Registry.policy) uses the same model
+            self._step_locked()
+
+    def _step_locked(self) -> None:
         self._admit()
         if not self.rows:
             try:  # idle: wait for work
