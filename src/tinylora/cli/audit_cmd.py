@@ -77,7 +77,7 @@ def add_parser(sub) -> None:
                     "teacher-forced (no sampling), and the share of those continuations the adapter's greedy "
                     "decoding would change. Behaviour probes (instruct models): the refusal rate on requests "
                     "a model should decline, before → after. With --task: greedy accuracy before → after with "
-                    "95%% intervals (GSM8K: strict | flexible), the length change, and completions that changed "
+                    "95% intervals (GSM8K: strict | flexible), the length change, and completions that changed "
                     "at their first divergent token. Plus the adapter's facts (parameters, bytes, SHA-256, "
                     "‖values‖, ‖ΔW‖/‖W‖ per layer). docs/audit.md explains the figures and the JSON keys.")
     s.add_argument("adapter", help="adapter .safetensors file")
