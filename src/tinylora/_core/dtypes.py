@@ -38,9 +38,9 @@ def matmul_gflops(dtype: str, m: int = 256, k: int = 896, n: int = 4864, reps: i
 
 
 def compare_bf16_fp32(reps: int = 5) -> tuple[float, float]:
-    """(bf16, fp32) best-of-``reps`` GFLOPS, the two measured in turn: load that comes and goes during the
-    measurement then slows both alike instead of one (measured: back to back under a test suite's load,
-    best-of-3 gave 212 vs 147 GFLOPS on a CPU that gives 195 vs 71 idle)."""
+    """(bf16, fp32) best-of-``reps`` GFLOPS, the two measured in turn, so that load coming and going during
+    the measurement slows both rather than one (a reading). Measured: the former back-to-back best-of-3
+    read 212 vs 147 GFLOPS under the test suite's load (fp32 chosen) on a CPU that reads 208 vs 83 idle."""
     best = {"bf16": 0.0, "fp32": 0.0}
     for _ in range(reps):
         for dt in best:
