@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     from .._core.threads import apply_wait_policy
 
     apply_wait_policy()  # before torch (and its OpenMP runtime) loads: idle threads sleep, not spin
+    from .._core.memory import keep_freed_memory
+
+    keep_freed_memory()  # large temporaries reuse freed pages, not fresh ones (TINYLORA_ALLOCATOR=system: off)
     if getattr(args, "no_cache", False):
         os.environ["TINYLORA_NO_CACHE"] = "1"  # this process and any ranks it starts
     from .._core.errors import TinyLoRAError

@@ -52,6 +52,9 @@ class Trainer:
         if cfg.algo != self.algo:
             raise ValueError(f"{type(self).__name__} runs algo={self.algo!r}, the config says {cfg.algo!r}")
         self.cfg = cfg
+        from .._core.memory import keep_freed_memory
+
+        self.allocator = keep_freed_memory()  # a real model's large temporaries reuse pages (_core/memory.py)
         # under torchrun: this rank's place in the job (one rank otherwise)
         self.dist = dist if dist is not None else distributed.init(cfg.device, cfg.dist_timeout_s)
         self.progress = progress and self.dist.is_main
@@ -317,7 +320,7 @@ class Trainer:
         old = json.loads(path.read_text()) if resume and path.is_file() else {}
         cfg = self.cfg
         stretch = {"from_step": self.step, "steps": cfg.steps, "threads": torch.get_num_threads(),
-                   "cpu": cpu_features(), "versions": versions(),
+                   "cpu": cpu_features(), "allocator": self.allocator, "versions": versions(),
                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         record = {"requested": {k: getattr(cfg, k) for k in ("lr", "device", "dtype", "rollout_engine", "autocast")},
                   "resolved": self.resolved(), "stretches": [*old.get("stretches", []), stretch]}
