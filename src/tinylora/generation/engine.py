@@ -28,7 +28,7 @@ import logging
 import torch
 
 from .._core.seeding import key_halves
-from .sampling import Sampling, sample_tokens
+from .sampling import Sampling, greedy_tokens, sample_tokens
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                     **{ckw: cache})
         cache = returned_cache(out, cache)
-        logits = out.logits[:, -1].float()
+        logits = out.logits[:, -1] if greedy else out.logits[:, -1].float()
         next_pos = pos[:, -1] + 1
         if n > 1:
             cache.batch_repeat_interleave(n)
@@ -170,7 +170,7 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling
         for t in range(T):
             rows = batch[alive]
             if greedy:
-                tok = logits.argmax(-1)
+                tok = greedy_tokens(logits)  # = argmax(-1), exactly; faster on a large vocabulary
             else:
                 tok, lp = sample_tokens(logits, hi[batch.cpu()], lo[batch.cpu()], t, sampling)
                 tok = tok.to(device)
@@ -192,7 +192,7 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling
             out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None], use_cache=True,
                         logits_to_keep=1, **{ckw: cache})
             cache = returned_cache(out, cache)
-            logits = out.logits[:, -1].float()
+            logits = out.logits[:, -1] if greedy else out.logits[:, -1].float()
             next_pos = next_pos + 1
     finally:
         if state is not None:
@@ -248,7 +248,7 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, s
     full[:, :P] = mask
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
     out = model(input_ids=ids, attention_mask=full, position_ids=pos, use_cache=True, logits_to_keep=1, **{ckw: cache})
-    logits = out.logits[:, -1].float()
+    logits = out.logits[:, -1] if greedy else out.logits[:, -1].float()
     next_pos = pos[:, -1:] + 1
     step = _decode_step(model, graphs)
     alive = torch.ones(N, dtype=torch.bool, device=device)
@@ -258,7 +258,7 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, s
     steps = 0
     for t in range(T):
         if greedy:
-            tok = logits.argmax(-1)
+            tok = greedy_tokens(logits)  # = argmax(-1), exactly; faster on a large vocabulary
         else:
             tok, lp = sample_tokens(logits, hi, lo, t, sampling)
             tok = tok.to(device)
@@ -273,7 +273,7 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, s
         full[:, P + t] = 1
         out = step(input_ids=tok[:, None], attention_mask=full, position_ids=next_pos, use_cache=True,
                    logits_to_keep=1, **{ckw: cache})
-        logits = out.logits[:, -1].float()
+        logits = out.logits[:, -1] if greedy else out.logits[:, -1].float()
         next_pos = next_pos + 1
     lp_list = logps[:, :steps].tolist() if logps is not None else None
     return tokens[:, :steps], lp_list
