@@ -120,6 +120,17 @@ def test_build_batch_layout():
     assert b.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 0, 1, 2, 3]]
 
 
+def adapted_model(arch, seed):
+    """A random model of ``arch`` with a 13-parameter adapter set away from zero; (model, trained params)."""
+    model = make_model(arch, seed=seed)
+    tinylora.attach(model, tinylora.TinyLoRAConfig(u=13, tying="structured", n_tie=2))
+    params = [p for p in model.parameters() if p.requires_grad]
+    with torch.no_grad():
+        for p in params:
+            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(5))
+    return model, params
+
+
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
 def test_shared_prompt_forward_equals_the_padded_batch(arch):
     """Each prompt run once for its group: the same log-probs, mask, loss and adapter gradient as the
@@ -128,12 +139,7 @@ def test_shared_prompt_forward_equals_the_padded_batch(arch):
     from tinylora.trainers.batch import completion_logprobs, shared_prompt_logprobs
     from tinylora.trainers.losses import policy_loss
 
-    model = make_model(arch, seed=1)
-    tinylora.attach(model, tinylora.TinyLoRAConfig(u=13, tying="structured", n_tie=2))
-    params = [p for p in model.parameters() if p.requires_grad]
-    with torch.no_grad():
-        for p in params:
-            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(5))
+    model, params = adapted_model(arch, seed=1)
     g = torch.Generator().manual_seed(0)
     rand = lambda n: torch.randint(1, 120, (n,), generator=g).tolist()  # noqa: E731
     p1, p2 = rand(11), rand(4)
@@ -313,6 +319,9 @@ def test_a_resume_cannot_change_the_run_but_can_extend_it(tiny_run_setup, tmp_pa
     assert resolved["requested"]["lr"] is None and resolved["resolved"]["lr"] == 1e-2  # tinylora's default
     assert resolved["requested"]["device"] == "auto" and resolved["resolved"]["device"] == "cpu"
     assert resolved["resolved"]["rollout_engine"] == "tinylora" and len(resolved["stretches"]) == 1
+    from tinylora._core.memory import keep_freed_memory
+
+    assert resolved["stretches"][0]["allocator"] == keep_freed_memory()  # the policy the run had, on record
 
     assert _train("--resume", str(run), "steps=6") == 0
     resolved = json.loads((run / "resolved.json").read_text())
@@ -448,3 +457,35 @@ def test_dtype_auto_is_resolved_on_this_machine_and_recorded(tiny_run_setup, tmp
     assert rec["resolved"]["dtype"] == resolve_dtype("auto", "cpu")[0] and rec["resolved"]["dtype_why"]
     with pytest.raises(ValueError, match="dtype must be one of fp32, bf16, fp16, auto"):
         TrainConfig(dtype="fp8")
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_the_chunked_head_gives_the_log_probs_and_gradient_of_the_whole_one(arch, temperature):
+    """The head made a few positions at a time, forward and backward (``chunk_rows``), against the logits
+    made at once (``chunk_rows=0``): the same log-probs, loss and adapter gradient in fp32 (1e-5)."""
+    from tinylora.trainers.batch import _chunkable_head, completion_logprobs
+    from tinylora.trainers.losses import policy_loss
+
+    model, params = adapted_model(arch, seed=2)
+    assert _chunkable_head(model) is not None  # the chunked path is the one under test
+    g = torch.Generator().manual_seed(1)
+    rand = lambda n: torch.randint(1, 120, (n,), generator=g).tolist()  # noqa: E731
+    prompts = [rand(n) for n in (7, 3, 9, 5)]
+    comps = [rand(n) for n in (6, 1, 8, 4)]
+    adv = torch.tensor([1.0, -0.5, 0.3, 2.0])
+    b = build_batch(prompts, comps, pad_id=0)
+
+    def run(chunk):
+        lp = completion_logprobs(model, b, temperature=temperature, chunk_rows=chunk)
+        loss, _ = policy_loss(lp, lp.detach(), adv, b.mask, clip_low=0.2, clip_high=0.4,
+                              total_tokens=float(b.mask.sum()), num_seqs=4)
+        return lp, loss, torch.autograd.grad(loss, params)
+
+    lp0, l0, g0 = run(0)
+    for chunk in (3, 32, None):  # chunks that split rows, one chunk, the default
+        lp, loss, grads = run(chunk)
+        assert (lp - lp0).mul(b.mask).abs().max() < 1e-5
+        assert abs(loss.item() - l0.item()) < 1e-5
+        assert all(torch.allclose(a, c, atol=1e-5, rtol=1e-5) for a, c in zip(g0, grads))
+    assert max(float(a.abs().max()) for a in g0) > 1e-3

@@ -38,13 +38,75 @@ def build_batch(prompt_ids: list[list[int]], completion_ids: list[list[int]], pa
     return Batch(ids, att, pos, ids[:, L - K:], mask)
 
 
-def completion_logprobs(model, batch: Batch, temperature: float) -> torch.Tensor:
-    """(n, K) log-probs of the completion tokens; logits only for the last K + 1 positions."""
+# architectures whose logits are exactly ``lm_head(decoder(x))`` (no soft-capping or scaling after the head)
+PLAIN_HEAD = ("llama", "qwen2", "qwen3", "mistral")
+HEAD_CHUNK_ROWS = 256  # positions per chunk of the head: 256 × 151,936 fp32 logits are 156 MB
+
+
+class _HeadLogprobs(torch.autograd.Function):
+    """log p(target) through a frozen output head, ``chunk`` positions at a time, forward and backward.
+
+    The plain path makes the (n, K, V) logits at once and keeps them for backward: at 8 completions of
+    257 positions and Qwen2.5's 151,936 words that is 1.25 GB in fp32, with its bf16 original, the
+    softmax and the gradient beside it. Here each chunk's logits live only inside the loop and are
+    recomputed in backward (one more head matmul over the completions), and only the hidden states are
+    kept. The math is the plain path's (``picked − logsumexp``; backward ``g · (onehot − exp(x − lse))``
+    through the same dtypes), so the values agree to rounding (tested to 1e-5 in fp32)."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, temperature: float, chunk: int):
+        flat, t = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
+        out = torch.empty(flat.shape[0], dtype=torch.float32, device=h.device)
+        for s in range(0, flat.shape[0], chunk):
+            lg = torch.nn.functional.linear(flat[s:s + chunk], weight).float()
+            if temperature != 1.0:
+                lg = lg / temperature
+            out[s:s + chunk] = lg.gather(-1, t[s:s + chunk, None]).squeeze(-1) - torch.logsumexp(lg, dim=-1)
+        ctx.save_for_backward(h, weight, targets)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        return out.view(targets.shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        h, weight, targets = ctx.saved_tensors
+        flat, t, gf = h.reshape(-1, h.shape[-1]), targets.reshape(-1), g.reshape(-1).float()
+        grad = torch.empty_like(flat)
+        for s in range(0, flat.shape[0], ctx.chunk):
+            lg = torch.nn.functional.linear(flat[s:s + ctx.chunk], weight).float()
+            if ctx.temperature != 1.0:
+                lg = lg / ctx.temperature
+            gc = gf[s:s + ctx.chunk, None]
+            d = torch.exp(lg - torch.logsumexp(lg, dim=-1, keepdim=True)).mul_(-gc)
+            d.scatter_add_(-1, t[s:s + ctx.chunk, None], gc)
+            if ctx.temperature != 1.0:
+                d = d / ctx.temperature
+            grad[s:s + ctx.chunk] = d.to(weight.dtype) @ weight
+        return grad.view_as(h), None, None, None, None
+
+
+def _chunkable_head(model):
+    """The output head when the chunked path applies: a known architecture, a plain frozen linear head."""
+    if getattr(getattr(model, "config", None), "model_type", "") not in PLAIN_HEAD or not hasattr(model, "get_decoder"):
+        return None
+    head = model.get_output_embeddings()
+    if type(head) is not torch.nn.Linear or head.bias is not None or head.weight.requires_grad:
+        return None
+    return head
+
+
+def completion_logprobs(model, batch: Batch, temperature: float, chunk_rows: int | None = None) -> torch.Tensor:
+    """(n, K) log-probs of the completion tokens; logits only for the last K + 1 positions, made
+    ``chunk_rows`` positions at a time where the architecture allows (:class:`_HeadLogprobs`; 0: at once)."""
     K = batch.targets.shape[1]
     contiguous_head_input(model)  # the logits_to_keep slice below (idempotent)
     device = next(model.parameters()).device
     kwargs = dict(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
                   position_ids=batch.position_ids.to(device), use_cache=False)
+    chunk = HEAD_CHUNK_ROWS if chunk_rows is None else chunk_rows
+    head = _chunkable_head(model) if chunk > 0 else None
+    if head is not None:
+        hidden = model.get_decoder()(**kwargs).last_hidden_state[:, -(K + 1):-1]
+        return _HeadLogprobs.apply(hidden, head.weight, batch.targets.to(device), float(temperature), chunk)
     try:
         logits = model(**kwargs, logits_to_keep=K + 1).logits
     except TypeError:  # models without logits_to_keep
