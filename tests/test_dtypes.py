@@ -82,6 +82,33 @@ def test_the_adapter_path_runs_in_fp32_and_is_added_to_a_bf16_output_once():
     assert (got.float() - want.float()).abs().mean() < (rounded_path.float() - want.float()).abs().mean()
 
 
+def test_the_split_bf16_update_of_a_large_output_is_correctly_rounded_but_for_ties():
+    """Large outputs (a prefill) take one bf16 GEMM on hi/lo-split factors instead of the fp32 path. Against
+    float64 reference math, every element is the correctly rounded bf16(y + h Bᵀ) or its neighbour, and at
+    most 1 in 10⁴ is the neighbour (the split's 2⁻¹⁷ error at a rounding midpoint); the plain bf16 product
+    misses ~1 in 10³ (measured), so the bound tells the two apart. The gradient is the fp32 path's, exactly."""
+    from tinylora.adapters import layers
+
+    g = torch.Generator().manual_seed(0)
+    N, out = 512, 1024
+    assert N * out >= layers.LOWRANK_SPLIT_MIN  # the split path is the one under test
+    y = torch.randn(N, out, generator=g).to(torch.bfloat16)
+    h = (0.01 * torch.randn(N, 2, generator=g)).requires_grad_()
+    B = 0.05 * torch.randn(out, 2, generator=g)
+    exact = y.double() + h.detach().double() @ B.double().T
+    want = exact.to(torch.bfloat16)
+    got = layers._add_lowrank(y.clone(), h, B)
+    assert got.dtype == torch.bfloat16
+    ulp = (want.float().abs().double() * 2 ** -7).clamp_min(2 ** -133)  # ≥ one bf16 ulp of the value
+    assert ((got.double() - exact).abs() <= ulp).all()
+    off = (got != want).double().mean().item()
+    plain = (y.float() + (h.detach().to(torch.bfloat16).float() @ B.to(torch.bfloat16).float().T)).to(torch.bfloat16)
+    assert off <= 1e-4 < (plain != want).double().mean().item()
+    gy = torch.randn(N, out, generator=g).to(torch.bfloat16)
+    (got.float() * gy.float()).sum().backward()
+    assert torch.equal(h.grad, gy.float() @ B)
+
+
 def test_generation_on_a_bf16_base_runs_the_unmerged_fp32_adapter_path():
     tok = char_tokenizer("abcdefghij ")
     _, m16 = _pair(2e-3)

@@ -17,13 +17,64 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _add_lowrank(y: torch.Tensor, h: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+def _split_bf16(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """t ≈ hi + lo, both bf16: hi = bf16(t), lo = bf16(t − hi); the pair holds t to ~2⁻¹⁷ relative."""
+    hi = t.to(torch.bfloat16)
+    return hi, (t - hi.float()).to(torch.bfloat16)
+
+
+class _AddLowRankBF16(torch.autograd.Function):
+    """y += h Bᵀ into a bf16 y, as one bf16 GEMM with fp32 accumulation and a single rounding into y.
+
+    h and B are split into bf16 pairs (hi + lo) and the product is h_hi B_hiᵀ + h_hi B_loᵀ + h_lo B_hiᵀ
+    (K = 3r): the update keeps ~2⁻¹⁷ relative precision (the lo·lo term is below that), far below the one
+    bf16 rounding of y + h Bᵀ that follows. Why not the fp32 path: torch's CPU fp32 GEMM with K = r = 2
+    and a (tokens × out) output, plus the fp32 copy of y, measured 5–9× the cost of the base layer itself
+    on a prefill (BENCHMARKS.md, "The adapter path on a bf16 base"). The backward is the fp32 one.
+    """
+
+    @staticmethod
+    def forward(ctx, y, h, B, W):
+        ctx.save_for_backward(B)
+        h_hi, h_lo = _split_bf16(h.reshape(-1, h.shape[-1]).float())
+        H = torch.cat([h_hi, h_hi, h_lo], dim=1)
+        y.view(-1, y.shape[-1]).addmm_(H, W.T)
+        ctx.mark_dirty(y)
+        ctx.h_shape, ctx.h_dtype = h.shape, h.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (B,) = ctx.saved_tensors
+        gh = None
+        if ctx.needs_input_grad[1]:
+            gh = (g.reshape(-1, g.shape[-1]).float() @ B.float()).reshape(ctx.h_shape).to(ctx.h_dtype)
+        return g, gh, None, None
+
+
+def split_factor(B: torch.Tensor) -> torch.Tensor:
+    """[B_hi, B_lo, B_hi] (out, 3r) bf16: the right-hand side of :class:`_AddLowRankBF16`'s GEMM."""
+    B_hi, B_lo = _split_bf16(B.float())
+    return torch.cat([B_hi, B_lo, B_hi], dim=1)
+
+
+LOWRANK_SPLIT_MAX = 64  # the split GEMM triples K: worth it for a low-rank h, not for a full-width one
+# below this many outputs the split's fixed cost (~0.1 ms of small ops) exceeds what it saves (measured,
+# 2 threads, AMX CPU: 10,880 × 4864 split 23 ms vs fp32 140; 64 × 4864 0.36 vs 0.40; 64 × 896 0.24 vs 0.13)
+LOWRANK_SPLIT_MIN = 1 << 18
+
+
+def _add_lowrank(y: torch.Tensor, h: torch.Tensor, B: torch.Tensor, W: torch.Tensor | None = None) -> torch.Tensor:
     """y + h Bᵀ, accumulated into y in place by one GEMM.
 
     In place matters: an out-of-place result allocates a fresh activation-sized buffer per module
     (page faults on every call), which measured 7× slower than the GEMM itself on CPU. It is safe
     for autograd because ``nn.Linear``/``Conv1D`` do not save their output for backward.
+    ``W``: :func:`split_factor` of B, cached by the caller (a frozen factor), else made here.
     """
+    if (y.dtype == torch.bfloat16 and y.is_contiguous() and h.shape[-1] <= LOWRANK_SPLIT_MAX
+            and y.numel() >= LOWRANK_SPLIT_MIN):
+        return _AddLowRankBF16.apply(y, h, B, split_factor(B) if W is None else W)
     if y.dtype != torch.float32:  # a bf16/fp16 base: the update is computed in fp32 and rounded once
         return (y.float() + h.float() @ B.float().T).to(y.dtype)
     if not y.is_contiguous():
@@ -106,7 +157,16 @@ class SVDDelta(Delta):
             h = torch.bmm(h.reshape(h.shape[0], -1, h.shape[-1]), M.transpose(1, 2)).reshape(h.shape)
         else:
             h = F.linear(h, (self.S[:, None] * self.R()).to(dt))  # h (ΣR)ᵀ = x V Rᵀ Σ
-        return _add_lowrank(y, h, self.U.to(dt))  # y + x V Rᵀ Σ Uᵀ = y + x ΔWᵀ
+        return _add_lowrank(y, h, self.U.to(dt), self._split_U() if y.dtype == torch.bfloat16 else None)  # y + x V Rᵀ Σ Uᵀ = y + x ΔWᵀ
+
+    def _split_U(self) -> torch.Tensor:
+        """U's bf16 split for a bf16 base (:func:`split_factor`), made once: U is frozen."""
+        key = (self.U.data_ptr(), self.U._version, self.U.device)
+        cached = getattr(self, "_U_split", None)
+        if cached is None or cached[0] != key:
+            cached = (key, split_factor(self.U))
+            object.__setattr__(self, "_U_split", cached)  # not a buffer: never saved or moved
+        return cached[1]
 
 
 class LoRAXSDelta(SVDDelta):
