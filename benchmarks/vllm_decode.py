@@ -10,7 +10,8 @@ new tokens. For each dtype of the base (fp32; bf16 where asked), four cases thro
 TinyLoRA adapter (u = 13, tying all, v ~ N(0, σ²), fixed seed: a small update like a trained one,
 which keeps the text sensible). vLLM runs the adapter as a rank-2 LoRA on 168 modules. Tokens/s count
 generated tokens up to and including EOS; each figure is the median of ``--reps`` calls after one
-warm-up call (vLLM's first call compiles and loads the LoRA). Agreement: the share of rows whose
+warm-up call of each engine (vLLM's first call compiles and loads the LoRA), the two engines timed in
+turn within each repetition (a shared host's speed drifts by 2× within minutes: measured). Agreement: the share of rows whose
 greedy tokens are identical in both engines, and the mean share of each row's tokens before the first
 divergence. Beside them, in the same run, the matmul roofline of the dtype (a (rows×896)·(896×4864)
 product, best of 20; 2 × parameters FLOPs a token). The CPU's flags are printed with the figures.
@@ -22,8 +23,22 @@ import argparse
 import json
 import time
 
+import statistics
+
 import torch
-from rollout import timed  # benchmarks/rollout.py: median of reps after one warm-up
+
+
+def alternated(fns: dict, reps: int) -> dict:
+    """Median seconds of each callable over ``reps`` calls after one warm-up of each, the callables run
+    in turn within every repetition, so a drift in the host's speed reaches all of them alike."""
+    out = {k: fn() for k, fn in fns.items()}  # warm-up; keeps each engine's last output
+    times: dict = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            out[k] = fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: (statistics.median(times[k]), out[k], times[k]) for k in fns}
 
 
 def count(ids: torch.Tensor, eos: int) -> int:
@@ -86,14 +101,15 @@ def main() -> None:
                 tinylora.attach(model, tinylora.TinyLoRAConfig(u=13, tying="all"), progress=False)
                 n = tinylora.num_trainable(model)
                 set_flat_values(model, args.sigma * torch.randn(n, generator=torch.Generator().manual_seed(0)))
-            for engine in ("tinylora", "vllm"):
-                t0 = time.perf_counter()
-                s, g = timed(lambda: generate_tokens(model, tok, prompts, sampling=sampling, engine=engine), args.reps)
+            timed = alternated({engine: (lambda engine=engine: generate_tokens(
+                model, tok, prompts, sampling=sampling, engine=engine)) for engine in ("tinylora", "vllm")}, args.reps)
+            for engine, (s, g, all_s) in timed.items():
                 toks = count(g.new_ids, tok.eos_token_id)
                 key = f"{engine}{'+adapter' if adapted else ''}"
-                res[key] = {"s": s, "tokens": toks, "tok_s": toks / s, "with_warmup_s": time.perf_counter() - t0,
+                res[key] = {"s": s, "tokens": toks, "tok_s": toks / s, "reps_s": all_s,
                             "ids": rows_of(g.new_ids, tok.eos_token_id)}
-                print(f"{dtype} {key}: {toks} tokens in {s:.2f} s = {toks / s:.0f} tok/s", flush=True)
+                print(f"{dtype} {key}: {toks} tokens in {s:.2f} s = {toks / s:.0f} tok/s "
+                      f"(reps {', '.join(f'{t:.1f}' for t in all_s)} s)", flush=True)
         from tinylora._core.dtypes import matmul_gflops
 
         gflops = matmul_gflops(dtype, m=len(prompts), reps=20)  # the decode step's MLP shape, this dtype
