@@ -3,6 +3,8 @@
     python benchmarks/rollout.py                    # toy backbone at the default GRPO batch, then SmolLM2-135M shape
     python benchmarks/rollout.py --arch toy --reps 5
     python benchmarks/rollout.py --arch qwen0.5b --reps 1 --data-dir ../shared/data   # the real 0.5B (installed)
+    python benchmarks/rollout.py --arch qwen0.5b --reps 2 --data-dir ../shared/data --dtype auto --hf-dtype fp32 \
+        --engines tinylora hf                        # ours in bf16 (where fast) against HF generate in fp32
 
 ``static`` (our loop with static shapes, the form a CUDA graph needs) runs eagerly on CPU: the
 column shows what giving up compaction costs here. Toy: the shipped backbone, 16 training prompts × 4 samples at T = 1, up to 96 new tokens (the
@@ -97,6 +99,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "auto"],
                     help="qwen0.5b: the base's dtype (auto: bf16 where this CPU has bf16 units and measures it faster)")
+    ap.add_argument("--hf-dtype", choices=["fp32", "bf16", "auto"],
+                    help="qwen0.5b: run HF generate on its own copy of the model in this dtype (the issue's "
+                         "reference is HF in fp32); default: the same model as ours. Rows then differ by "
+                         "dtype, so each engine's tokens are counted on its own and none is asserted equal")
     ap.add_argument("--temperature", type=float, default=0.0,
                     help="qwen0.5b: 0 = greedy (the evaluation); 1 = sampled as a GRPO rollout")
     ap.add_argument("--allocator", default="keep", choices=["keep", "system"],
@@ -127,13 +133,19 @@ def main() -> None:
         model, tok, prompts, n, sampling = {"toy": toy_case, "smollm2": smollm2_case,
                                             "qwen0.5b": lambda: qwen_case(args.data_dir, dtype, args.temperature)}[arch]()
         seeds = list(range(len(prompts) * n)) if sampling.temperature > 0 else None
+        hf_dtype = resolve_dtype(args.hf_dtype)[0] if arch == "qwen0.5b" and args.hf_dtype else dtype
+        models = {e: model for e in args.engines}
+        if hf_dtype != dtype and "hf" in models:
+            from tinylora.models.loading import load_model
+
+            models["hf"] = load_model("qwen2.5-coder-0.5b-instruct", dtype=hf_dtype)
         res, prefill = {}, {}
         if arch == "qwen0.5b":  # the roofline before and after the engines: this machine's speed drifts
             dt = torch_dtype(dtype)
             before = (matmul_gflops(args.threads, dt), matmul_gflops(args.threads, dt, cold=True),
                       matmul_gflops(args.threads, dt, rows=1024))
         one = dataclasses.replace(sampling, max_new_tokens=1)  # the prefill alone: the rest is the decode
-        runs = {(e, k): (lambda e=e, smp=smp: generate_tokens(model, tok, prompts, n=n, sampling=smp, seeds=seeds,
+        runs = {(e, k): (lambda e=e, smp=smp: generate_tokens(models[e], tok, prompts, n=n, sampling=smp, seeds=seeds,
                                                              engine=e))
                 for e in args.engines for k, smp in (("all", sampling), ("prefill", one))
                 if k == "all" or arch == "qwen0.5b"}
@@ -158,21 +170,26 @@ def main() -> None:
             print(f"  {engine}: {100 * share:.0f}% of rows identical to {args.engines[0]}'s", flush=True)
             # fp32: the loops must agree exactly; bf16 rounds differently with another cache and mask shape
             # (the static loop's full-length mask), so a near-tie can flip and a row diverge from there
-            if arch != "qwen0.5b" or dtype == "fp32":
+            if (arch != "qwen0.5b" or dtype == "fp32") and hf_dtype == dtype:
                 assert share == 1.0, f"{engine} disagrees with {args.engines[0]}"
-        ids = ref
         eos = tok.eos_token_id
-        done = (ids == eos).long().cumsum(1)
-        tokens = int(((done - (ids == eos).long()) == 0).sum())  # up to and including EOS
+
+        def generated(ids: torch.Tensor) -> int:
+            done = (ids == eos).long().cumsum(1)
+            return int(((done - (ids == eos).long()) == 0).sum())  # up to and including EOS
+
+        count = {e: generated(res[e][1].new_ids) for e in args.engines}
+        tokens = count[args.engines[0]]
         row = {"arch": arch, "rows": len(prompts) * n, "max_new_tokens": sampling.max_new_tokens,
-               "generated_tokens": tokens, "threads": args.threads, "cpu": cpu, "rows_identical": same}
+               "generated_tokens": tokens, "generated_tokens_each": count, "threads": args.threads, "cpu": cpu,
+               "rows_identical": same, "hf_dtype": hf_dtype}
         for engine, key in (("hf", "hf"), ("tinylora", "ours"), ("static", "static")):
             if engine in res:
-                row[f"{key}_s"], row[f"{key}_tok_s"] = res[engine][0], tokens / res[engine][0]
-        if "hf" in res and "tinylora" in res:
-            row["speedup"] = res["hf"][0] / res["tinylora"][0]
+                row[f"{key}_s"], row[f"{key}_tok_s"] = res[engine][0], count[engine] / res[engine][0]
+        if "hf" in res and "tinylora" in res:  # tokens/s: with two dtypes the engines generate different rows
+            row["speedup"] = row["ours_tok_s"] / row["hf_tok_s"]
         if "hf" in res and "static" in res:
-            row["static_speedup"] = res["hf"][0] / res["static"][0]
+            row["static_speedup"] = row["static_tok_s"] / row["hf_tok_s"]
         if arch == "qwen0.5b":
             after = (matmul_gflops(args.threads, dt), matmul_gflops(args.threads, dt, cold=True),
                      matmul_gflops(args.threads, dt, rows=1024))
@@ -195,7 +212,7 @@ def main() -> None:
                     continue
                 pre, dec = prefill[engine], res[engine][0] - prefill[engine]
                 row[f"{key}_prefill_s"], row[f"{key}_decode_s"] = pre, dec
-                row[f"{key}_decode_tok_s"] = (tokens - row["rows"]) / dec  # the tokens after the first
+                row[f"{key}_decode_tok_s"] = (count[engine] - row["rows"]) / dec  # the tokens after the first
                 row[f"{key}_prefill_gflops"] = flop_per_token * prompt_tokens / pre / 1e9
                 print(f"  {engine}: prefill of {prompt_tokens} prompt tokens {pre:.1f} s "
                       f"({row[f'{key}_prefill_gflops']:.0f} GFLOPS; a 1024-row matmul {wide:.0f}: "
@@ -209,10 +226,11 @@ def main() -> None:
                   f"GFLOP a token; ours {100 * row['ours_share_of_roofline']:.0f}% / "
                   f"{100 * row['ours_share_of_cold_roofline']:.0f}% of them", flush=True)
         rows.append(row)
-        said = "; ".join(f"{name} {row[k + '_s']:.2f} s ({row[k + '_tok_s']:.0f} tok/s)"
+        said = "; ".join(f"{name}{' ' + hf_dtype if k == 'hf' and hf_dtype != dtype else ''} "
+                         f"{row[k + '_s']:.2f} s ({row[k + '_tok_s']:.0f} tok/s)"
                          for name, k in (("HF generate", "hf"), ("ours", "ours"), ("ours with static shapes", "static"))
                          if k + "_s" in row)
-        ratio = f": ours {row['speedup']:.2f}× HF" if "speedup" in row else ""
+        ratio = f": ours {row['speedup']:.2f}× HF's tokens/s" if "speedup" in row else ""
         print(f"{arch}: {row['rows']} rows × ≤{row['max_new_tokens']} new tokens ({tokens} generated), "
               f"{args.threads} threads: {said}{ratio}", flush=True)
     if args.json:
