@@ -1,11 +1,14 @@
-"""The adapter's output side on a bf16 base: the fp32 path against the split bf16 GEMM, per shape.
+"""The adapter path on a bf16 base, per shape: its output side (the fp32 path against the split bf16 GEMM)
+and its input side (x widened at once against in cached row chunks).
 
     python benchmarks/adapter_path.py            # 2 threads; decode (1, 64 rows) and prefill (10,880 rows) shapes
 
 y += h Bᵀ with y (rows × out) bf16 and h (rows × 2), B (out × 2) fp32, as
 ``tinylora.adapters.layers._add_lowrank`` does it: ``fp32`` = bf16(fp32(y) + h Bᵀ) (torch's fp32 GEMM with
 K = 2, then a copy back), ``split`` = one bf16 GEMM on hi/lo-split factors accumulated into y
-(``_AddLowRankBF16``). The two are alternated within each repetition; medians. The CPU's flags are printed.
+(``_AddLowRankBF16``). Input side, h = x Aᵀ with x (rows × in) bf16 and A (2 × in) fp32, no autograd:
+``linear`` = ``F.linear(x.float(), A)`` (before), ``chunked`` = ``layers._project`` (A xᵀ, x widened 128 rows at
+a time). The cases are alternated within each repetition; medians. The CPU's flags are printed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,17 @@ import argparse
 import time
 
 import torch
+
+
+def medians_ms(cases: dict, reps: int) -> dict:
+    """Median milliseconds of each callable, the callables run in turn within every repetition."""
+    times = {k: [] for k in cases}
+    for _ in range(reps):
+        for k, f in cases.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return {k: sorted(v)[reps // 2] * 1e3 for k, v in times.items()}
 
 
 def main() -> None:
@@ -35,16 +49,20 @@ def main() -> None:
             W = layers.split_factor(B)
             cases = {"fp32": lambda: (y.float() + h @ B.T).to(y.dtype),
                      "split": lambda: layers._AddLowRankBF16.apply(y, h, B, W)}
-            times = {k: [] for k in cases}
-            reps = 200 if N < 1000 else 5
-            for _ in range(reps):
-                for k, f in cases.items():
-                    t = time.perf_counter()
-                    f()
-                    times[k].append(time.perf_counter() - t)
-            med = {k: sorted(v)[reps // 2] * 1e3 for k, v in times.items()}
+            med = medians_ms(cases, 200 if N < 1000 else 5)
             print(f"{N:>6} × {out:<5} fp32 {med['fp32']:.3f} ms  split {med['split']:.3f} ms  "
                   f"({med['fp32'] / med['split']:.2f}×)", flush=True)
+    import torch.nn.functional as F
+
+    print("input side, h = x Aᵀ (rows × in) → (rows × 2):")
+    with torch.no_grad():
+        for N in (1, 64, 10880):
+            for d_in in (896, 4864):
+                x, A = torch.randn(N, d_in).to(torch.bfloat16), torch.randn(2, d_in)
+                cases = {"linear": lambda: F.linear(x.float(), A), "chunked": lambda: layers._project(x, A)}
+                med = medians_ms(cases, 200 if N < 1000 else 9)
+                print(f"{N:>6} × {d_in:<5} linear {med['linear']:.3f} ms  chunked {med['chunked']:.3f} ms  "
+                      f"({med['linear'] / med['chunked']:.2f}×)", flush=True)
 
 
 if __name__ == "__main__":

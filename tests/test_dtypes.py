@@ -109,6 +109,30 @@ def test_the_split_bf16_update_of_a_large_output_is_correctly_rounded_but_for_ti
     assert torch.equal(h.grad, gy.float() @ B)
 
 
+def test_the_adapter_input_side_on_a_bf16_activation_is_fp32_math_chunked_or_under_autograd():
+    """A bf16 x is widened in row chunks for x Aᵀ (no graph) or at once (autograd): both within fp32 rounding
+    of float64 math, over chunk boundaries and a ragged last chunk; the gradient is the fp32 product's."""
+    from tinylora.adapters import layers
+
+    g = torch.Generator().manual_seed(0)
+    rows = 3 * layers.PROJECT_CHUNK_ROWS + 5  # three whole chunks and a ragged one
+    x = torch.randn(2, rows, 384, generator=g).to(torch.bfloat16)
+    assert x.numel() >= layers.PROJECT_CHUNK_MIN  # the chunked path is the one under test
+    A = torch.randn(2, 384, generator=g)
+    exact = x.double() @ A.double().T
+    with torch.no_grad():
+        chunked = layers._project(x, A)
+    xg = x.clone().requires_grad_()
+    graphed = layers._project(xg, A)
+    for got in (chunked, graphed):
+        assert got.dtype == torch.float32 and got.shape == (2, rows, 2)
+        assert (got.double() - exact).abs().max().item() <= 1e-5 * exact.abs().max().item()
+    gy = torch.randn(2, rows, 2, generator=g)
+    (graphed * gy).sum().backward()
+    assert torch.allclose(xg.grad.float(), (gy @ A).to(torch.bfloat16).float(), rtol=0, atol=0)
+    assert torch.equal(layers._project(x.float(), A), torch.nn.functional.linear(x.float(), A))  # fp32: as before
+
+
 def test_generation_on_a_bf16_base_runs_the_unmerged_fp32_adapter_path():
     tok = char_tokenizer("abcdefghij ")
     _, m16 = _pair(2e-3)
