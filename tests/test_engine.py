@@ -112,3 +112,46 @@ def test_cuda_graphs_need_a_cuda_device(toy):
     enc = tok(PROMPTS[:2], return_tensors="pt", padding=True)
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
         decode_static(model, enc["input_ids"], enc["attention_mask"], graphs=True)
+
+
+LONG_AND_SHORT = ["Q: " + "abcdefghij klmnop"[: i % 17] + " = ?" * (i % 5) for i in range(16)]
+
+
+@pytest.fixture
+def grouped_prefill(monkeypatch):
+    """The prefill in length groups, which bf16/fp16 bases take, forced on for fp32 so it can be held to
+    ``generate`` exactly; counts the batches that took it, so a test cannot pass by not grouping."""
+    from tinylora.generation import engine
+
+    monkeypatch.setattr(engine, "BUCKET_DTYPES", (torch.float32,))
+    monkeypatch.setattr(engine, "PREFILL_MIN_ROWS", 2)
+    calls = []
+    real = engine._grouped_prefill
+    monkeypatch.setattr(engine, "_grouped_prefill", lambda *a, **k: calls.append(len(a[4])) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_prefill_in_length_groups_gives_what_one_padded_batch_gives(arch, grouped_prefill):
+    tok = char_tokenizer("abcdefghijklmnopqrstuvwxyz =?Q:")
+    model = make_model(arch, vocab_size=len(tok), seed=5, tie_word_embeddings=False)
+    with torch.no_grad():
+        model.get_output_embeddings().weight[tok.eos_token_id] += 0.35
+    model.config.eos_token_id = tok.eos_token_id
+    hf, ours = both(model, tok, LONG_AND_SHORT, sampling=Sampling(0.0, 1.0, 20))
+    assert torch.equal(hf.new_ids, ours.new_ids)
+    seeds = list(range(2 * len(LONG_AND_SHORT)))
+    assert_same(*both(model, tok, LONG_AND_SHORT, n=2, sampling=Sampling(1.0, 1.0, 20), seeds=seeds), tok)
+    assert grouped_prefill == [4, 4]  # both calls prefilled in four groups
+
+
+def test_the_grouped_prefill_keeps_each_prompts_adapter(quick_backbone, grouped_prefill):
+    model = load_model(str(quick_backbone))
+    tok = load_tokenizer(str(quick_backbone))
+    tinylora.attach(model, tinylora.TinyLoRAConfig(u=13, tying="all"))
+    values = 3.0 * torch.randn(3, 13, generator=torch.Generator().manual_seed(2))
+    rows = torch.tensor([(p % 4) - 1 for p in range(16) for _ in range(2)])  # prompt p's samples: member p % 4 − 1
+    with per_row(model, adapter_table(model, values), rows):
+        hf, ours = both(model, tok, LONG_AND_SHORT, n=2, sampling=Sampling(1.0, 1.0, 30), seeds=list(range(32)))
+    assert_same(hf, ours, tok)
+    assert grouped_prefill == [4]

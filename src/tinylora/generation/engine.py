@@ -3,6 +3,7 @@
 What it does that ``generate`` does not, for this workload:
 
 - each prompt is prefilled once and its KV cache shared by its n samples (repeated after prefill);
+  on a bf16/fp16 base, in up to four groups of similar length, each padded only to its own longest;
 - finished rows leave the batch: their cache rows are dropped, so a batch costs its *live* rows,
   not its longest row times all rows (on the toy world most rows stop early);
 - logits only for the position sampled, and a bare loop (no logits-processor or stopping-criteria
@@ -103,6 +104,65 @@ def _preallocated_cache(capacity: int):
     return cache
 
 
+# the prefill in groups of similar prompt length, each padded to its own longest (bf16/fp16 bases only: the
+# fp32 loop is tested token for token against ``generate``, whose one batch pads every prompt to the longest)
+BUCKET_DTYPES = (torch.bfloat16, torch.float16)
+PREFILL_GROUPS = 4  # at most
+PREFILL_MIN_ROWS = 8  # rows a group has at least: smaller matmuls lose what the padding saved
+PREFILL_MIN_SAVING = 0.2  # group only when that removes at least this share of the padded positions
+
+
+def _prefill_groups(mask: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor] | None:
+    """Rows of a left-padded batch in groups of similar length (sorted, equal counts), or None for one batch.
+
+    Measured (Qwen2.5-Coder-0.5B, 64 GSM8K prompts): 6,657 prompt tokens padded to 64 × 172 = 11,008
+    positions — 40% of the prefill's matmul work was padding."""
+    B, P = mask.shape
+    k = min(PREFILL_GROUPS, B // PREFILL_MIN_ROWS)
+    if dtype not in BUCKET_DTYPES or k < 2:
+        return None
+    L = mask.sum(1)
+    groups = list(torch.argsort(L, stable=True).tensor_split(k))
+    width = [int(L[g].max()) for g in groups]
+    if sum(len(g) * w for g, w in zip(groups, width)) > (1 - PREFILL_MIN_SAVING) * B * P:
+        return None
+    if any(int(mask[g, P - w:].sum()) != int(L[g].sum()) for g, w in zip(groups, width)):
+        return None  # not left-padded: trimming the leading columns would cut real tokens
+    return groups
+
+
+def _grouped_prefill(model, ids, mask, pos, groups, capacity: int, ckw: str, set_rows=None):
+    """The prefill of each group on its own columns, merged into one cache of the whole batch's width.
+
+    A row's keys and values land at the same positions as in one padded batch; the positions a group
+    did not compute are zeros, masked out as padding. Returns (last-position logits (B, V), cache)."""
+    B, P = ids.shape
+    logits, merged = None, None
+    for g in groups:
+        w = int(mask[g].sum(1).max())
+        if set_rows is not None:
+            set_rows(g)
+        cache = _preallocated_cache(w)
+        out = model(input_ids=ids[g, P - w:], attention_mask=mask[g, P - w:], position_ids=pos[g, P - w:],
+                    use_cache=True, logits_to_keep=1, **{ckw: cache})
+        cache = returned_cache(out, cache)
+        last = out.logits[:, -1]
+        if logits is None:
+            logits = last.new_empty(B, last.shape[-1])
+            merged = [(layer.keys.new_zeros(B, *layer.keys.shape[1:2], P, layer.keys.shape[-1]),
+                       layer.values.new_zeros(B, *layer.values.shape[1:2], P, layer.values.shape[-1]))
+                      for layer in cache.layers]
+        logits[g] = last
+        for (k, v), layer in zip(merged, cache.layers):
+            k[g, :, P - w:] = layer.keys
+            v[g, :, P - w:] = layer.values
+    full = _preallocated_cache(capacity)
+    for i, (k, v) in enumerate(merged):
+        full.layers.append(full.layer_class_to_replicate())
+        full.layers[i].update(k, v)
+    return logits, full
+
+
 def returned_cache(out, cache):
     """The KV cache a forward returned (as ``cache`` or ``past_key_values``), else the one passed in."""
     returned = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
@@ -149,12 +209,21 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling
         pos = (mask.cumsum(-1) - 1).clamp_min(0)
         if state is not None:
             state.use_table_rows(full_rows[::n])  # the prefill batch: one row per prompt (its samples share it)
-        cache = _preallocated_cache(ids.shape[1] + sampling.max_new_tokens)
         ckw = cache_kwarg(model)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-                    **{ckw: cache})
-        cache = returned_cache(out, cache)
-        logits = out.logits[:, -1] if greedy else out.logits[:, -1].float()
+        groups = _prefill_groups(mask, next(model.parameters()).dtype)
+        if groups is not None:
+            set_rows = (lambda g: state.use_table_rows(full_rows[::n][g])) if state is not None else None
+            logits, cache = _grouped_prefill(model, ids, mask, pos, groups, ids.shape[1] + sampling.max_new_tokens,
+                                             ckw, set_rows)
+            if state is not None:
+                state.use_table_rows(full_rows[::n])
+        else:
+            cache = _preallocated_cache(ids.shape[1] + sampling.max_new_tokens)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                        **{ckw: cache})
+            cache = returned_cache(out, cache)
+            logits = out.logits[:, -1]
+        logits = logits if greedy else logits.float()
         next_pos = pos[:, -1] + 1
         if n > 1:
             cache.batch_repeat_interleave(n)
