@@ -15,8 +15,9 @@ rarely stop, so both run to the end: this measures the loop, not early stopping)
 Qwen2.5-Coder-0.5B-Instruct (``tinylora models install qwen2.5-coder-0.5b-instruct``), 64 GSM8K test
 prompts in its chat template, 64 new tokens, greedy (``--temperature 1``: sampled), in ``--dtype`` (fp32;
 ``auto`` takes bf16 where this CPU has it fast); beside it, in the same run, the matmul roofline of this
-CPU in that dtype (a 64×896 by 896×4864 product, the MLP's shape at this batch: one weight kept in cache,
-and 48 weights in turn, streamed from memory as a decode step streams its weights) and the share of each
+CPU in that dtype (a 64×896 by 896×4864 product, the MLP's shape at this batch, bf16 weights reordered once for
+oneDNN as the decode loop uses them: one weight kept in cache, and 48 weights in turn, streamed from memory as a
+decode step streams its weights) and the share of each
 the loop reaches (2 × the multiplying parameters FLOPs a token). The CPU's flags are printed. Tokens/s count
 generated tokens up to and including EOS; medians of ``--reps`` after one warm-up, the engines timed in
 turn within each repetition (a shared host's speed drifts by 2× within minutes: measured).
@@ -74,20 +75,32 @@ def qwen_case(data_dir: str | None, dtype: str = "fp32", temperature: float = 0.
 
 def matmul_gflops(threads: int, dtype: torch.dtype = torch.float32, reps: int = 20, cold: bool = False,
                   rows: int = 64) -> float:
-    """GFLOPS of a (rows×896)·(896×4864) product (the MLP's shape at this batch) on this CPU, through
-    ``F.linear`` as the model calls it. ``cold``: 48 different weights in turn (209 MB in bf16, more than
-    the caches), as a decode step streams its weights from memory; otherwise one weight, kept in cache."""
+    """GFLOPS of a (rows×896)·(896×4864) product (the MLP's shape at this batch) on this CPU, at the best this
+    torch offers for the dtype: bf16 weights reordered once for oneDNN (what the decode loop multiplies with,
+    ``tinylora.generation.packed``; ``F.linear`` reorders on every call, measured 2–3× slower at 64 rows),
+    fp32 through ``F.linear``. ``cold``: 48 different weights in turn (209 MB in bf16, more than the
+    caches), as a decode step streams its weights from memory; otherwise one weight, kept in cache."""
     import torch.nn.functional as F
+
+    from tinylora.generation import packed as P
 
     torch.set_num_threads(threads)
     x = torch.randn(rows, 896).to(dtype)
     ws = [torch.randn(4864, 896).to(dtype) for _ in range(48 if cold else 1)]
+    if dtype in P.PACK_DTYPES and P.available():
+        ws = [torch.ops.mkldnn._reorder_linear_weight(w, rows) for w in ws]
+
+        def mm(w):
+            return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+    else:
+        def mm(w):
+            return F.linear(x, w)
     for w in ws:
-        F.linear(x, w)
+        mm(w)
     n = max(reps, len(ws))
     t = time.perf_counter()
     for i in range(n):
-        F.linear(x, ws[i % len(ws)])
+        mm(ws[i % len(ws)])
     return 2 * rows * 896 * 4864 * n / (time.perf_counter() - t) / 1e9
 
 

@@ -29,6 +29,7 @@ import logging
 import torch
 
 from .._core.seeding import key_halves
+from .packed import packed
 from .sampling import Sampling, greedy_tokens, sample_tokens
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,16 @@ def decode(model, ids: torch.Tensor, mask: torch.Tensor, *, n: int = 1, sampling
            seeds: list[int] | None = None, eos_token_id: int | None = None, pad_token_id: int = 0
            ) -> tuple[torch.Tensor, list[list[float]] | None]:
     """Generate for left-padded prompts ``ids`` (B, P); returns (new tokens (B·n, T), prompt-major,
-    padded after EOS; sampled tokens' log-probs per row (padded with 0.0), or None when greedy)."""
+    padded after EOS; sampled tokens' log-probs per row (padded with 0.0), or None when greedy).
+
+    A bf16 base decodes with its linear weights pre-packed for oneDNN (:mod:`.packed`: the same bits,
+    2–3× faster matmuls at a decode batch), packed for this call unless the caller keeps them packed."""
+    with packed(model, batch_size=ids.shape[0] * n):
+        return _decode(model, ids, mask, n=n, sampling=sampling, seeds=seeds, eos_token_id=eos_token_id,
+                       pad_token_id=pad_token_id)
+
+
+def _decode(model, ids, mask, *, n, sampling, seeds, eos_token_id, pad_token_id):
     from ..adapters.multi import active_state
 
     sampling = sampling or Sampling(temperature=0.0)

@@ -207,7 +207,10 @@ class Scheduler:
                 return out
 
     def _loop(self) -> None:
-        with torch.no_grad():
+        from ..generation.packed import packed
+
+        # a bf16 base serves with its linear weights packed for oneDNN once, for the server's life (generation/packed.py)
+        with torch.no_grad(), packed(self.model, batch_size=self.max_batch):
             while not self._stop.is_set():
                 try:
                     self._step()
