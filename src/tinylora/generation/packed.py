@@ -1,9 +1,9 @@
-"""Linear weights pre-packed for oneDNN while a bf16/fp16 model decodes on the CPU.
+"""Linear weights pre-packed for oneDNN while a bf16 model decodes on the CPU.
 
 A bf16 ``F.linear`` on the CPU goes to oneDNN, which first reorders the weight into its blocked
-(VNNI / AMX tile) layout — on every call. At a decode batch of 64 rows that reorder, not the
-arithmetic, is most of the matmul: measured (2 threads, AMX CPU, 2026-12-03) 64 × 896 · 896 × 4864
-5.2 → 1.9 ms, the 151,936-word head 110 → 51 ms with the weight reordered once
+(VNNI / AMX tile) layout — on every call. At a decode batch of 64 rows that reorder is a large share of
+the matmul: measured (2 threads, AMX CPU, 2026-12-03, idle; ``benchmarks/packed.py``) 64 × 896 · 896 × 4864
+1.40 → 0.86 ms, the 151,936-word head 56 → 36 ms with the weight reordered once
 (``mkldnn._reorder_linear_weight``, the op ``torch.compile``'s CPU freezing pass inserts) and
 multiplied with ``mkldnn._linear_pointwise``. Not bit for bit the plain call: measured, the outputs are
 equal on ≥ 99.99% of elements and one bf16 step apart on the rest (the 896 → 128 k/v projections at 64
@@ -29,7 +29,8 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 PACK_DTYPES = (torch.bfloat16,)
-PACK_MAX_ROWS = 256  # inputs with more rows (a prefill) take F.linear: the plain layout measured faster there
+PACK_MAX_ROWS = 256  # inputs with more rows (a prefill) take F.linear: packing measured no faster there (1.0–1.4× at
+# 1,024 rows, slower at 2,480 rows with a 64-row pack; both under load)
 _KEY = "_tinylora_packed"
 
 
