@@ -81,7 +81,7 @@ class TrainConfig:
     algo: str = "grpo"  # or "sft", "es"
     sft_source: str = "reference"  # sft: the task's reference solutions, or "rejection": own correct samples
     # GRPO
-    steps: int = 150
+    steps: int = 300
     prompts_per_step: int = 16  # B
     group_size: int = 4  # G
     temperature: float = 1.0
