@@ -66,6 +66,22 @@ def test_every_import_is_stdlib_or_a_declared_dependency():
     assert not missing, "undeclared runtime imports: " + ", ".join(missing)
 
 
+def test_what_transformers_needs_to_read_a_gguf_file_is_declared(tmp_path, monkeypatch):
+    """transformers refuses a .gguf without accelerate (measured: a plain `pip install -e .` could not load any
+    catalog model; accelerate came only through peft, an extra). Hidden, the load fails; so it must be core."""
+    import transformers.modeling_utils as mu
+    from tiny_gguf import write_tiny_llama_gguf
+
+    from tinylora.models.loading import load_model
+
+    path = tmp_path / "tiny.gguf"
+    write_tiny_llama_gguf(str(path), seed=0)
+    monkeypatch.setenv("TINYLORA_NO_CACHE", "1")
+    monkeypatch.setattr(mu, "is_accelerate_available", lambda: False)
+    with pytest.raises(ValueError, match="accelerate"):
+        load_model(str(path))
+    assert "accelerate" in _declared()
+
 def test_every_module_imports():
     failed = []
     for mod in pkgutil.walk_packages(tinylora.__path__, "tinylora."):

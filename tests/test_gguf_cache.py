@@ -123,17 +123,3 @@ def test_a_missing_gguf_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="no GGUF file at"):
         load_model(str(tmp_path / "nothing.gguf"))
 
-
-def test_what_transformers_needs_to_read_a_gguf_file_is_declared(cache, gguf_file, monkeypatch):
-    """transformers refuses a .gguf without accelerate (measured: a plain `pip install -e .` could not load any
-    model of the catalog); accelerate came only through peft, an extra. Hide it: the load fails as it would there."""
-    import tomllib
-    from pathlib import Path
-
-    import transformers.modeling_utils as mu
-
-    monkeypatch.setattr(mu, "is_accelerate_available", lambda: False)
-    with pytest.raises(ValueError, match="accelerate"):
-        load_model(str(gguf_file))
-    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
-    assert any(r.split(">")[0].split("=")[0].strip() == "accelerate" for r in project["dependencies"])
